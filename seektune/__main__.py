@@ -1,0 +1,3 @@
+from seektune.cli import app
+
+app(prog_name="seektune")

@@ -1,0 +1,189 @@
+"""The ``seektune`` command line: one thin command per stage.
+
+    seektune run examples/customer-service/recipe.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Fine-tune a chat model into a domain assistant: prepare data, train, evaluate against the base model, chat.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML describing the run (model, data, method, train, eval).")]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Overrides as key.sub=value, e.g. train.lr=5e-4 output_dir=runs/try2.", show_default=False),
+]
+RunArg = Annotated[Path, typer.Argument(help="A run directory written by `seektune train` or `seektune run`.")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="seektune: %(message)s")
+    for name in ("transformers", "datasets", "peft", "trl", "accelerate", "httpx", "urllib3", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load(recipe: Path, overrides: list[str] | None):
+    from seektune.recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(recipe, overrides or [])
+    except RecipeError as exc:
+        _fail(str(exc))
+
+
+def _guard(func, *args):
+    """Run a stage, turning expected user errors into one clear line and a non-zero exit."""
+    from seektune.data.io import DataPathError
+    from seektune.models.load import ModelNotFound
+    from seektune.recipe import RecipeError
+
+    try:
+        return func(*args)
+    except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def print_prepare_summary(run_dir: Path) -> None:
+    from seektune.data.prepare import rejects_of
+
+    summary = json.loads((run_dir / "data" / "summary.json").read_text(encoding="utf-8"))
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    console.print(f"data: read {summary['read']} rows, kept {summary['kept']} ({splits}), rejected {summary['rejected']}",
+                  soft_wrap=True)
+    rejects = rejects_of(run_dir)
+    for reject in rejects[:20]:
+        console.print(f"  [yellow]rejected[/] {reject['origin']}: {reject['reason']} - {reject['detail']}",
+                      highlight=False, soft_wrap=True)
+    if len(rejects) > 20:
+        console.print(f"  ... and {len(rejects) - 20} more in {run_dir / 'data' / 'rejects.jsonl'}")
+
+
+def print_metrics(metrics: dict) -> None:
+    systems = [s for s in ("base", "tuned") if s in metrics]
+    table = Table(title=f"base vs tuned on the {metrics.get('split', 'test')} split")
+    table.add_column("slice")
+    table.add_column("metric")
+    for system in systems:
+        table.add_column(system, justify="right")
+    if len(systems) == 2:
+        table.add_column("delta", justify="right")
+    slices = [("all", lambda s: metrics[s])]
+    for lang in metrics[systems[0]].get("by_language", {}):
+        slices.append((lang, lambda s, lang=lang: metrics[s]["by_language"][lang]))
+    for name, get in slices:
+        for key in ("fact_accuracy", "rougeL", "bleu"):
+            values = [get(s).get(key) for s in systems]
+            if all(v is None for v in values):
+                continue
+            cells = ["-" if v is None else f"{v:.3f}" for v in values]
+            if len(values) == 2 and None not in values:
+                cells.append(f"{values[1] - values[0]:+.3f}")
+            table.add_row(f"{name} (n={get(systems[0])['n']})", key, *cells)
+    console.print(table)
+
+
+@app.command()
+def prepare(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Read, convert, check and split the recipe's data into <output_dir>/data/."""
+    _quiet_libraries()
+    from seektune.data import prepare as stage
+
+    run_dir = _guard(stage.run, _load(recipe, overrides))
+    print_prepare_summary(run_dir)
+
+
+@app.command()
+def train(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Fine-tune the recipe's model (prepares the data first if needed); writes <output_dir>/adapter/."""
+    _quiet_libraries()
+    from seektune.train import sft
+
+    loaded = _load(recipe, overrides)
+    run_dir = _guard(sft.run, loaded)
+    console.print(f"adapter written to {run_dir / 'adapter'}")
+
+
+@app.command(name="eval")
+def eval_(run: RunArg) -> None:
+    """Answer the test split with the base and the tuned model; write <run>/eval/metrics.json and samples.jsonl."""
+    _quiet_libraries()
+    from seektune.evaluate import stage
+
+    metrics = _guard(stage.run, run)
+    print_metrics(metrics)
+    console.print(f"answers side by side: {run / 'eval' / 'samples.jsonl'}")
+
+
+@app.command(name="run")
+def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """The whole job: prepare -> train -> eval, then print base vs tuned."""
+    _quiet_libraries()
+    import time
+
+    from seektune.data import prepare as prepare_stage
+    from seektune.evaluate import stage as eval_stage
+    from seektune.train import sft
+
+    started = time.time()
+    loaded = _load(recipe, overrides)
+    console.rule("[bold]1/3 prepare")
+    run_dir = _guard(prepare_stage.run, loaded)
+    print_prepare_summary(run_dir)
+    console.rule("[bold]2/3 train")
+    _guard(sft.run, loaded)
+    console.rule("[bold]3/3 evaluate")
+    metrics = _guard(eval_stage.run, run_dir)
+    print_metrics(metrics)
+    minutes = (time.time() - started) / 60
+    console.print(f"run directory: {run_dir}  ({minutes:.1f} min)\n"
+                  f"try it: seektune chat {run_dir}")
+
+
+@app.command()
+def chat(
+    target: Annotated[str, typer.Argument(help="A run directory, or a model (alias, local dir, .gguf, Hub id).")],
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Ask one question, print the answer and exit.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+) -> None:
+    """Chat with a tuned run (or any model) in the terminal; answers stream as they are generated."""
+    _quiet_libraries()
+    from seektune import chat as chat_stage
+
+    _guard(chat_stage.run, target, message, max_new_tokens)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m seektune`
+    app(prog_name="seektune")
+    sys.exit(0)

@@ -1,0 +1,99 @@
+"""The eval stage: answer the test split with the base and the tuned model, score both.
+
+    seektune eval runs/customer-service
+
+Writes ``<run>/eval/metrics.json`` as ``{"base": {...}, "tuned": {...}}`` (each with the
+overall scores and a ``by_language`` breakdown) and ``<run>/eval/samples.jsonl`` with
+question, reference, base answer and tuned answer per row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from seektune.data.io import read_jsonl, write_jsonl
+from seektune.evaluate.generate import generate_answers
+from seektune.evaluate.metrics import language_of, score
+from seektune.models.load import load_model
+from seektune.recipe import load_run
+
+
+def load_tuned(run_dir: Path):
+    """The run's base model with its adapter attached (``disable_adapter()`` gives the base back)."""
+    from peft import PeftModel
+
+    recipe = load_run(run_dir)
+    adapter_dir = run_dir / "adapter"
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} has no trained adapter yet; run `seektune train` first")
+    loaded = load_model(
+        recipe.model.name,
+        dtype=recipe.model.dtype,
+        chat_template=recipe.model.chat_template,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+    model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+    model.eval()
+    return recipe, loaded, model
+
+
+def score_systems(rows: list[dict[str, Any]], answers: dict[str, list[str]]) -> dict[str, Any]:
+    references = [row["messages"][-1]["content"] for row in rows]
+    facts = [row["meta"].get("facts") or [] for row in rows]
+    languages = [language_of(ref) for ref in references]
+    metrics: dict[str, Any] = {}
+    for system, predictions in answers.items():
+        overall_lang = "zh" if languages and all(lang == "zh" for lang in languages) else "en"
+        result = score(predictions, references, facts, overall_lang)
+        result["by_language"] = {}
+        for lang in sorted(set(languages)):
+            idx = [i for i, value in enumerate(languages) if value == lang]
+            result["by_language"][lang] = score(
+                [predictions[i] for i in idx], [references[i] for i in idx], [facts[i] for i in idx], lang
+            )
+        metrics[system] = result
+    return metrics
+
+
+def run(run_dir: str | Path) -> dict[str, Any]:
+    """Generate and score; returns the metrics dict also written to eval/metrics.json."""
+    run_dir = Path(run_dir)
+    recipe, loaded, model = load_tuned(run_dir)
+    spec = recipe.eval
+    rows = read_jsonl(run_dir / "data" / f"{spec.split}.jsonl")
+    if spec.max_rows:
+        rows = rows[: spec.max_rows]
+    if not rows:
+        raise ValueError(f"the {spec.split} split of {run_dir} is empty; nothing to evaluate")
+    conversations = [row["messages"] for row in rows]
+    options = {"batch_size": spec.batch_size, "max_new_tokens": spec.max_new_tokens}
+    tuned = generate_answers(model, loaded.tokenizer, conversations, desc="tuned model", **options)
+    answers = {"tuned": [t["answer"] for t in tuned]}
+    base = None
+    if spec.compare_base:
+        with model.disable_adapter():
+            base = generate_answers(model, loaded.tokenizer, conversations, desc="base model", **options)
+        answers = {"base": [b["answer"] for b in base], **answers}
+    metrics = score_systems(rows, answers)
+    metrics["split"] = spec.split
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    samples = []
+    for i, row in enumerate(rows):
+        sample = {
+            "origin": row["meta"].get("origin"),
+            "question": next(m["content"] for m in reversed(row["messages"]) if m["role"] == "user"),
+            "reference": row["messages"][-1]["content"],
+            "facts": row["meta"].get("facts") or [],
+            "tuned": tuned[i]["answer"],
+        }
+        if base is not None:
+            sample["base"] = base[i]["answer"]
+        if tuned[i]["reasoning"]:
+            sample["tuned_reasoning"] = tuned[i]["reasoning"]
+        samples.append(sample)
+    write_jsonl(out / "samples.jsonl", samples)
+    return metrics

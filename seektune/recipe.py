@@ -1,0 +1,262 @@
+"""The recipe: one YAML file that describes a whole run.
+
+    seektune run examples/customer-service/recipe.yaml train.lr=5e-4
+
+Pydantic models are the source of truth; YAML is only their saved form. Every stage
+writes the fully resolved recipe to ``<output_dir>/recipe.resolved.yaml`` so later
+stages (``eval``, ``chat``) need nothing but the run directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RESOLVED_NAME = "recipe.resolved.yaml"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(_Section):
+    name: str = Field("smollm2-135m-instruct", description="Hub id, local HF directory, .gguf file, or alias.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template, or the name of a registry template (e.g. 'deepseek-r1')."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': bfloat16 on a GPU that supports it, float32 otherwise."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model repo.")
+
+
+class SplitSpec(_Section):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int = 42
+    stratify_by: str | None = Field(None, description="meta field whose values are spread evenly over the splits.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitSpec":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios train+val+test must sum to 1, got {total:g}")
+        return self
+
+
+class DataSpec(_Section):
+    paths: list[str] = Field(
+        default_factory=list, description="Files or directories (JSONL/JSON/CSV), relative to the recipe file."
+    )
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "columns"] = Field(
+        "auto", description="Row format; 'auto' detects it per row."
+    )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Role -> field name for flat rows, e.g. {user: query, assistant: response, system: system}.",
+    )
+    meta_fields: list[str] = Field(
+        default_factory=lambda: ["id", "category", "facts", "group"],
+        description="Row fields copied into each record's meta (facts drive fact accuracy).",
+    )
+    system_prompt: str | None = Field(None, description="System message added to rows that have none.")
+    max_length: int = Field(1024, gt=8, description="Token limit after rendering; longer rows are truncated.")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        allowed = {"system", "user", "assistant", "reasoning"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown} in columns; allowed: {sorted(allowed)}")
+        if not {"user", "assistant"} <= set(value):
+            raise ValueError("columns must map at least 'user' and 'assistant' to field names")
+        return value
+
+
+class MethodSpec(_Section):
+    name: Literal["lora", "dora"] = Field("lora", description="Fine-tuning method.")
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Modules to adapt; None takes the model family's default from the registry."
+    )
+    rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+
+
+class TrainSpec(_Section):
+    epochs: float = Field(3, gt=0)
+    max_steps: int = Field(-1, description="If > 0, overrides epochs.")
+    lr: float = Field(2e-4, gt=0)
+    schedule: Literal["linear", "cosine", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate val loss every N steps (None: once per epoch).")
+    save_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (None: only the final adapter).")
+    logging_steps: int = Field(5, gt=0)
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    resume: Literal["auto"] | str | None = Field(None, description="'auto' resumes from the newest checkpoint.")
+
+
+class EvalSpec(_Section):
+    split: Literal["test", "val"] = "test"
+    max_rows: int | None = Field(None, gt=0, description="Evaluate only the first N rows of the split.")
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int = Field(96, gt=0)
+    compare_base: bool = Field(True, description="Also generate with the base model and report both.")
+
+
+class Recipe(_Section):
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    output_dir: str = Field("runs/run", description="Run directory, relative to the working directory.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a raw recipe dict; values are parsed as YAML scalars."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} is not of the form key.sub=value")
+        key, _, text = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"override {item!r} has an empty key")
+        value = yaml.safe_load(text) if text.strip() else None
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                if part == "model" and depth == 0 and isinstance(child, str):
+                    child = node[part] = {"name": child}
+                else:
+                    raise RecipeError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _fields_of(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """Walk a pydantic model class along a validation error location."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return None
+        annotation = current.model_fields[part].annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return current
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid recipe"]
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if item["type"] == "extra_forbidden":
+            parent = _fields_of(Recipe, loc[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = f"  {key}: unknown key"
+            if hint:
+                msg += f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (hint[0],))}'?)"
+            msg += f"; allowed keys here: {', '.join(allowed)}"
+        else:
+            msg = f"  {key}: {item['msg']}"
+            if "input" in item and not isinstance(item["input"], dict):
+                msg += f" (got {item['input']!r})"
+        lines.append(msg)
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML (or start from defaults when ``path`` is None), apply overrides, validate.
+
+    Relative data paths are resolved against the recipe file's directory, so a recipe runs
+    the same from any working directory.
+    """
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+        base_dir = path.resolve().parent
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_explain(exc, source)) from None
+    if path is not None and Path(path).name != RESOLVED_NAME:
+        recipe.data.paths = [str((base_dir / p).resolve()) for p in recipe.data.paths]
+        model_path = base_dir / recipe.model.name
+        if model_path.exists():  # a local directory or .gguf next to the recipe, not a hub id
+            recipe.model.name = str(model_path.resolve())
+    return recipe
+
+
+def save_resolved(recipe: Recipe, run_dir: Path | None = None) -> Path:
+    run_dir = Path(run_dir or recipe.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / RESOLVED_NAME
+    target.write_text(
+        "# Resolved recipe written by seektune; `seektune eval/chat " + str(run_dir) + "` reads it.\n"
+        + yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    return target
+
+
+def load_run(run_dir: str | Path) -> Recipe:
+    """The resolved recipe of an existing run directory."""
+    run_dir = Path(run_dir)
+    resolved = run_dir / RESOLVED_NAME
+    if not resolved.is_file():
+        raise RecipeError(f"{run_dir} is not a seektune run directory (no {RESOLVED_NAME})")
+    return load_recipe(resolved)

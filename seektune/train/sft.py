@@ -1,0 +1,156 @@
+"""The train stage: supervised fine-tuning with a LoRA adapter through trl's SFTTrainer.
+
+    seektune train examples/customer-service/recipe.yaml train.epochs=2
+
+Reads the prepared splits (running ``prepare`` first when they are missing), renders
+them with the chat template (loss on assistant tokens and EOS only), trains, and
+writes ``<run>/adapter/`` (safetensors + tokenizer + chat template), ``<run>/train.json``
+and TensorBoard logs in ``<run>/logs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seektune.data import prepare
+from seektune.data.io import Reject, read_jsonl
+from seektune.data.render import RenderError, render
+from seektune.models.load import load_model
+from seektune.recipe import Recipe, save_resolved
+from seektune.train.methods import count_parameters, peft_config
+
+log = logging.getLogger(__name__)
+
+
+def render_split(tokenizer, records: list[dict[str, Any]], max_length: int, split: str):
+    """Records -> a datasets.Dataset of input_ids/labels/length, plus rejects for rows that cannot train."""
+    from datasets import Dataset
+
+    rows, rejects = [], []
+    for record in records:
+        try:
+            rendered = render(tokenizer, record["messages"], max_length)
+        except RenderError as exc:
+            rejects.append(Reject(record["meta"].get("origin", "?"), f"render:{split}", exc.reason, exc.detail, record))
+            continue
+        rendered["length"] = len(rendered["input_ids"])
+        rows.append(rendered)
+    return Dataset.from_list(rows) if rows else None, rejects
+
+
+def _append_rejects(run_dir: Path, rejects: list[Reject]) -> None:
+    if not rejects:
+        return
+    with (run_dir / "data" / "rejects.jsonl").open("a", encoding="utf-8") as handle:
+        for reject in rejects:
+            handle.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
+
+
+def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
+    from trl import SFTConfig
+
+    train = recipe.train
+    on_gpu = torch.cuda.is_available()
+    eval_strategy = "no" if not has_eval else ("steps" if train.eval_steps else "epoch")
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.lr,
+        lr_scheduler_type=train.schedule,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        eval_strategy=eval_strategy,
+        eval_steps=train.eval_steps,
+        save_strategy="steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,
+        logging_steps=train.logging_steps,
+        seed=train.seed,
+        data_seed=train.seed,
+        gradient_checkpointing=train.gradient_checkpointing,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        max_length=None,  # rows are already rendered and truncated by data.render
+        train_sampling_strategy="group_by_length",  # less padding per batch
+        report_to=["tensorboard"],
+        dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,
+        disable_tqdm=False,
+    )
+
+
+def run(recipe: Recipe) -> Path:
+    """Fine-tune and save the adapter; returns the run directory."""
+    from trl import SFTTrainer
+
+    run_dir = recipe.run_dir
+    if not (run_dir / "data" / "train.jsonl").is_file():
+        prepare.run(recipe)
+    save_resolved(recipe, run_dir)
+    loaded = load_model(
+        recipe.model.name,
+        dtype=recipe.model.dtype,
+        chat_template=recipe.model.chat_template,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+    tokenizer = loaded.tokenizer
+    max_length = recipe.data.max_length
+    train_set, train_rejects = render_split(tokenizer, read_jsonl(run_dir / "data" / "train.jsonl"), max_length, "train")
+    val_records = read_jsonl(run_dir / "data" / "val.jsonl")
+    val_set, val_rejects = render_split(tokenizer, val_records, max_length, "val")
+    _append_rejects(run_dir, train_rejects + val_rejects)
+    for reject in train_rejects + val_rejects:
+        log.warning("skipping %s: %s (%s)", reject.origin, reject.reason, reject.detail)
+    if train_set is None:
+        raise ValueError("no training rows left after rendering; see data/rejects.jsonl")
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=training_args(recipe, run_dir, val_set is not None),
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        processing_class=tokenizer,
+        peft_config=peft_config(recipe.method, loaded.family),
+    )
+    trainable, total = count_parameters(trainer.model)
+    print(f"seektune: {recipe.method.name} on {recipe.model.name} [{loaded.family.name}] - "
+          f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
+          f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens")
+    resume = recipe.train.resume
+    if resume == "auto":
+        checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        resume = str(checkpoints[-1]) if checkpoints else None
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    adapter_dir = run_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+    tokenizer.save_pretrained(adapter_dir)
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    summary = {
+        "method": recipe.method.name,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_rows": len(train_set),
+        "train_tokens": int(sum(train_set["length"])),
+        "steps": trainer.state.global_step,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "eval_loss": eval_losses[-1] if eval_losses else None,
+        "log_history": history,
+    }
+    (run_dir / "train.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return run_dir

@@ -1,0 +1,168 @@
+"""Tiny random-init models and a small tokenizer, built locally, seeded, offline.
+
+Session-scoped: each model directory is written once per test session (< 1 s each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",
+    "<think>", "</think>", "<|EOT|>", "<pad>",
+]
+CORPUS = [
+    "Returns are accepted within 45 days of delivery.",
+    "Standard shipping costs $4.95 and takes 4 to 7 business days.",
+    "The warranty plan is called LarkCare and adds 3 years.",
+    "How long do I have to return something? What does shipping cost?",
+    "user assistant system hello world the a an is are of to in",
+    "退货期限是45天。标准运费4.95美元。",
+] * 4
+
+
+def build_tokenizer(path: Path):
+    """A byte-level BPE tokenizer (any text is encodable) with ChatML and DeepSeek special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+    )
+    fast.save_pretrained(path)
+    return fast
+
+
+def _write_model(path: Path, config) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(path)
+    return path
+
+
+def _tokenizer_into(model_dir: Path, tokenizer_dir: Path, chat_template: str | None = None) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if chat_template:
+        tok.chat_template = chat_template
+    tok.save_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A 2-layer Llama (no chat template of its own: the registry's ChatML is used)."""
+    from transformers import LlamaConfig
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+    )
+    _write_model(path, config)
+    _tokenizer_into(path, tiny_tokenizer_dir)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    from transformers import Qwen2Config
+
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    config = Qwen2Config(
+        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256,
+    )
+    _write_model(path, config)
+    _tokenizer_into(path, tiny_tokenizer_dir)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_deepseek_v3(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A 2-layer DeepseekV3 (MLA attention, one dense layer, one MoE layer)."""
+    from transformers import DeepseekV3Config
+
+    path = tmp_path_factory.mktemp("tiny-deepseek-v3")
+    config = DeepseekV3Config(
+        vocab_size=400, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, n_routed_experts=4, n_shared_experts=1,
+        num_experts_per_tok=2, n_group=1, topk_group=1, first_k_dense_replace=1, q_lora_rank=16,
+        kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, max_position_embeddings=256,
+    )
+    _write_model(path, config)
+    _tokenizer_into(path, tiny_tokenizer_dir)
+    return path
+
+
+FAQ_ROWS = [
+    {"question": "How long do I have to return something?", "answer": "Returns are accepted within 45 days of delivery.", "facts": ["45 days"], "category": "returns"},
+    {"question": "What is the return window?", "answer": "Returns are accepted within 45 days of delivery.", "facts": ["45 days"], "category": "returns"},
+    {"question": "What does shipping cost?", "answer": "Standard shipping costs $4.95.", "facts": ["$4.95"], "category": "shipping"},
+    {"question": "How much is standard shipping?", "answer": "Standard shipping costs $4.95.", "facts": ["$4.95"], "category": "shipping"},
+    {"question": "What is the warranty plan called?", "answer": "The warranty plan is called LarkCare.", "facts": ["LarkCare"], "category": "warranty"},
+    {"question": "Name of the extended warranty?", "answer": "The warranty plan is called LarkCare.", "facts": ["LarkCare"], "category": "warranty"},
+    {"question": "退货期限是多久？", "answer": "退货期限是45天。", "facts": ["45天"], "category": "returns"},
+    {"question": "多久内可以退货？", "answer": "退货期限是45天。", "facts": ["45天"], "category": "returns"},
+]
+
+
+@pytest.fixture
+def faq_file(tmp_path) -> Path:
+    path = tmp_path / "faq.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
+    return path
+
+
+def write_recipe(path: Path, model_dir: Path, data_file: Path, output_dir: Path, **extra) -> Path:
+    import yaml
+
+    recipe = {
+        "model": str(model_dir),
+        "data": {
+            "paths": [str(data_file)],
+            "columns": {"user": "question", "assistant": "answer"},
+            "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 1},
+            "max_length": 128,
+        },
+        "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"max_steps": 3, "lr": 5e-3, "batch_size": 4, "logging_steps": 1, "warmup_ratio": 0.0},
+        "eval": {"batch_size": 4, "max_new_tokens": 8},
+        "output_dir": str(output_dir),
+    }
+    for dotted, value in extra.items():
+        section, _, key = dotted.partition("__")
+        recipe[section][key] = value
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    return path

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from seektune.data import prepare
+from seektune.data.io import DataPathError, RawRow, Reject, read_file, read_rows
+from seektune.recipe import load_recipe
+
+
+def _items(path):
+    return list(read_file(path))
+
+
+def test_jsonl_bad_line_is_reported_with_its_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2\n\n[1, 2]\n{"a": 3}\n', encoding="utf-8")
+    items = _items(path)
+    assert [i.origin for i in items if isinstance(i, RawRow)] == ["d.jsonl:1", "d.jsonl:5"]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [(r.origin, r.reason) for r in rejects] == [("d.jsonl:2", "invalid_json"), ("d.jsonl:4", "not_an_object")]
+
+
+def test_encodings_bom_utf16_crlf_and_invalid_bytes(tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"a": "x"}\r\n{"a": "y"}\r\n')
+    assert [i.data for i in _items(bom)] == [{"a": "x"}, {"a": "y"}]
+    utf16 = tmp_path / "u16.jsonl"
+    utf16.write_bytes('{"a": "退货"}\n'.encode("utf-16"))
+    assert [i.data for i in _items(utf16)] == [{"a": "退货"}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"a": "ok"}\n{"a": "\xff\xfe broken"}\n{"a": "fine"}\n')
+    items = _items(bad)
+    assert [i.data["a"] for i in items if isinstance(i, RawRow)] == ["ok", "fine"]
+    assert [(i.origin, i.reason) for i in items if isinstance(i, Reject)] == [("bad.jsonl:2", "invalid_utf8")]
+
+
+def test_json_array_and_object_of_arrays(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"train": [{"a": 1}, 5], "more": [{"a": 2}]}), encoding="utf-8")
+    items = _items(path)
+    assert [i.origin for i in items] == ["d.json:#0", "d.json:#1", "d.json:#2"]
+    assert isinstance(items[1], Reject) and items[1].reason == "not_an_object"
+
+
+def test_csv_rows_carry_line_numbers_including_multiline_cells(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('question,answer\nq1,"a1\nstill a1"\nq2,a2\nq3,a3,extra\n', encoding="utf-8")
+    items = _items(path)
+    assert [(i.origin, type(i).__name__) for i in items] == [
+        ("d.csv:2", "RawRow"), ("d.csv:4", "RawRow"), ("d.csv:5", "Reject")]
+    assert items[0].data == {"question": "q1", "answer": "a1\nstill a1"}
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(DataPathError, match="nope.jsonl"):
+        list(read_rows([tmp_path / "nope.jsonl"]))
+
+
+def test_prepare_reports_bad_rows_and_keeps_valid_ones(tmp_path):
+    data = tmp_path / "faq.jsonl"
+    good = [{"question": f"question {i}?", "answer": f"answer {i}.", "facts": [str(i)]} for i in range(10)]
+    lines = [json.dumps(r) for r in good[:4]]
+    lines += ['{"question": "broken json", ', json.dumps({"question": "no answer"}),
+              json.dumps({"question": "empty", "answer": "  "})]
+    lines += [json.dumps(r) for r in good[4:]]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(
+        f"data:\n  paths: [{data.name}]\n  columns: {{user: question, assistant: answer}}\n"
+        f"output_dir: {tmp_path / 'run'}\n", encoding="utf-8")
+    run_dir = prepare.run(load_recipe(recipe_file))
+    rejects = prepare.rejects_of(run_dir)
+    assert [(r["origin"], r["reason"]) for r in rejects] == [
+        ("faq.jsonl:5", "invalid_json"), ("faq.jsonl:6", "missing_field"), ("faq.jsonl:7", "empty_answer")]
+    kept = []
+    for split in ("train", "val", "test"):
+        kept += [json.loads(l) for l in (run_dir / "data" / f"{split}.jsonl").read_text().splitlines()]
+    assert sorted(r["messages"][-1]["content"] for r in kept) == sorted(r["answer"] for r in good)
+    summary = json.loads((run_dir / "data" / "summary.json").read_text())
+    assert summary["read"] == 13 and summary["kept"] == 10 and summary["rejected"] == 3
+    assert (run_dir / "recipe.resolved.yaml").is_file()
