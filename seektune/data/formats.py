@@ -6,6 +6,7 @@ Formats understood (detected per row when ``format: auto``):
 - sharegpt: ``{"conversations": [{"from": "human|gpt|system", "value"}]}``
 - messages: ``{"messages": [{"role", "content", "reasoning"?|"reasoning_content"?}]}``
 - columns:  flat rows mapped by the recipe's ``columns:`` (e.g. ``{user: query, assistant: response}``)
+- text:     ``{"text"}`` (and documents), kept as ``{"text", "meta"}`` for continued pre-training
 
 R1 reasoning: an assistant turn may carry ``reasoning`` / ``reasoning_content``, or hold
 ``<think>...</think>`` before its answer; either way it ends up in the message's
@@ -33,6 +34,8 @@ class FormatError(ValueError):
 
 
 def detect_format(row: dict[str, Any], columns: dict[str, str] | None = None) -> str:
+    if columns and all(field in row for field in (columns["user"], columns["assistant"])):
+        return "columns"
     if "messages" in row:
         return "messages"
     if "conversations" in row:
@@ -41,6 +44,8 @@ def detect_format(row: dict[str, Any], columns: dict[str, str] | None = None) ->
         return "alpaca"
     if columns:
         return "columns"
+    if "text" in row:
+        return "text"
     raise FormatError(
         "unknown_format",
         f"cannot tell the format from fields {sorted(row)}; expected messages, conversations, "
@@ -169,6 +174,17 @@ def to_record(
 ) -> dict[str, Any]:
     """One raw row -> ``{"messages", "meta"}``; raises FormatError with a reason code."""
     kind = detect_format(row, columns) if fmt == "auto" else fmt
+    meta: dict[str, Any] = {"origin": origin}
+    for field in meta_fields:
+        if field in row and row[field] is not None:
+            meta[field] = row[field]
+    if kind == "text":  # plain text for continued pre-training: loss on every token
+        text = _text(row, "text", required=True)
+        if not text.strip():
+            raise FormatError("empty_text", "empty text")
+        if row.get("document"):
+            meta["document"] = True
+        return {"text": text, "meta": meta}
     if kind == "columns":
         if not columns:
             raise FormatError("no_columns", "format 'columns' needs data.columns")
@@ -186,10 +202,6 @@ def to_record(
     if system_prompt and (not messages or messages[0]["role"] != "system"):
         messages.insert(0, {"role": "system", "content": system_prompt})
     validate_messages(messages)
-    meta: dict[str, Any] = {"origin": origin}
-    for field in meta_fields:
-        if field in row and row[field] is not None:
-            meta[field] = row[field]
     if "facts" in meta:
         facts = meta["facts"]
         if isinstance(facts, str):  # CSV cells: "45 days|$4.95"

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SUPPORTED_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}
+TABLE_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
+DOCUMENT_SUFFIXES = {".txt", ".md", ".pdf", ".docx"}
+SUPPORTED_SUFFIXES = TABLE_SUFFIXES | DOCUMENT_SUFFIXES
 
 
 @dataclass
@@ -40,14 +42,29 @@ class DataPathError(FileNotFoundError):
     """A data path that does not exist or holds nothing readable."""
 
 
+def _walk(directory: Path) -> list[Path]:
+    """Supported files under a directory; a saved HF dataset inside it counts as one source."""
+    if is_saved_dataset(directory):
+        return [directory]
+    found: list[Path] = []
+    for child in sorted(directory.iterdir()):
+        if child.is_dir():
+            found.extend(_walk(child))
+        elif child.suffix.lower() in SUPPORTED_SUFFIXES:
+            found.append(child)
+    return found
+
+
 def list_files(paths: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file())
+            found = _walk(path)
             if not found:
-                raise DataPathError(f"data directory {path} holds no {', '.join(sorted(SUPPORTED_SUFFIXES))} files")
+                raise DataPathError(
+                    f"data directory {path} holds no {', '.join(sorted(SUPPORTED_SUFFIXES))} files or saved datasets"
+                )
             files.extend(found)
         elif path.is_file():
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -80,10 +97,68 @@ def _decode(path: Path) -> tuple[str, set[int]]:
     return text, bad
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """A directory written by ``datasets.Dataset.save_to_disk`` (or a DatasetDict's)."""
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def _read_saved_dataset(path: Path) -> Iterator[RawRow | Reject]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    loaded = load_from_disk(str(path))
+    parts = loaded.items() if isinstance(loaded, DatasetDict) else [(None, loaded)]
+    for split, dataset in parts:
+        assert isinstance(dataset, Dataset)
+        prefix = f"{path.name}/{split}" if split else path.name
+        for index, row in enumerate(dataset):
+            yield RawRow(f"{prefix}:#{index}", dict(row))
+
+
+def _read_parquet(path: Path) -> Iterator[RawRow | Reject]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        yield Reject(path.name, "read", "broken_parquet", str(exc), None)
+        return
+    for index, row in enumerate(table.to_pylist()):
+        yield RawRow(f"{path.name}:row{index + 1}", row)
+
+
+def read_document(path: Path) -> str:
+    """Plain text of a .txt / .md / .pdf / .docx document (pages / paragraphs joined by blank lines)."""
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        from pypdf import PdfReader
+
+        return "\n\n".join((page.extract_text() or "").strip() for page in PdfReader(str(path)).pages)
+    if suffix == ".docx":
+        import docx
+
+        return "\n\n".join(p.text for p in docx.Document(str(path)).paragraphs if p.text.strip())
+    text, _ = _decode(path)
+    return text
+
+
 def read_file(path: Path) -> Iterator[RawRow | Reject]:
-    text, bad_lines = _decode(path)
+    if path.is_dir():
+        yield from _read_saved_dataset(path)
+        return
     suffix = path.suffix.lower()
     name = path.name
+    if suffix == ".parquet":
+        yield from _read_parquet(path)
+        return
+    if suffix in DOCUMENT_SUFFIXES:
+        try:
+            text = read_document(path)
+        except Exception as exc:  # a damaged PDF/DOCX must not stop the other files
+            yield Reject(name, "read", "unreadable_document", f"{type(exc).__name__}: {exc}", None)
+            return
+        yield RawRow(name, {"text": text, "document": True})
+        return
+    text, bad_lines = _decode(path)
     if suffix == ".jsonl":
         for number, line in enumerate(_lines(text), 1):
             origin = f"{name}:{number}"
@@ -123,25 +198,35 @@ def read_file(path: Path) -> Iterator[RawRow | Reject]:
             else:
                 yield Reject(origin, "read", "not_an_object", f"expected a JSON object, got {type(row).__name__}", row)
     else:
-        delimiter = "\t" if suffix == ".tsv" else ","
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-        header: list[str] | None = None
+        yield from _read_csv(text, name, "\t" if suffix == ".tsv" else ",", bad_lines)
+
+
+def _read_csv(text: str, name: str, delimiter: str, bad_lines: set[int]) -> Iterator[RawRow | Reject]:
+    """CSV/TSV rows with the line each starts on. A quoting error rejects that row and reading
+    resumes on the next line, so one broken quote does not swallow the rest of the file."""
+    lines = text.split("\n")
+    header: list[str] | None = None
+    offset = 0  # physical line index where the current reader starts
+    while offset < len(lines):
+        reader = csv.reader(io.StringIO("\n".join(lines[offset:]), newline=""), delimiter=delimiter, strict=True)
         while True:
-            start = reader.line_num + 1
+            start = offset + reader.line_num + 1
             try:
                 cells = next(reader)
             except StopIteration:
-                break
+                return
             except csv.Error as exc:
-                yield Reject(f"{name}:{start}", "read", "broken_csv", f"{exc}; rows after it were not read", None)
-                break  # the csv module cannot resynchronise after a quoting error
+                raw = lines[start - 1] if start - 1 < len(lines) else ""
+                yield Reject(f"{name}:{start}", "read", "broken_csv", f"CSV quoting error: {exc}", raw)
+                offset = start  # resume on the line after the broken row's first line
+                break
             if header is None:
-                header = [c.strip() for c in cells]
+                header = [c.strip().lstrip("\ufeff") for c in cells]
                 continue
             if not any(c.strip() for c in cells):
                 continue
             origin = f"{name}:{start}"
-            if any(start <= n <= reader.line_num for n in bad_lines):
+            if any(start <= n <= offset + reader.line_num for n in bad_lines):
                 yield Reject(origin, "read", "invalid_utf8", "the row holds bytes that are not valid UTF-8", cells)
                 continue
             if len(cells) != len(header):
@@ -149,7 +234,9 @@ def read_file(path: Path) -> Iterator[RawRow | Reject]:
                     origin, "read", "wrong_column_count", f"expected {len(header)} columns, got {len(cells)}", cells
                 )
                 continue
-            yield RawRow(origin, dict(zip(header, cells)))
+            yield RawRow(origin, {key: value.removesuffix("\r") for key, value in zip(header, cells)})
+        else:
+            return
 
 
 def read_rows(paths: list[str | Path]) -> Iterator[RawRow | Reject]:

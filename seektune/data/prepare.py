@@ -1,27 +1,39 @@
-"""The prepare stage: raw files -> ``<run>/data/{train,val,test}.jsonl`` plus rejects.
+"""The prepare stage: raw files -> clean, de-duplicated, leak-free splits and a data card.
 
     seektune prepare examples/customer-service/recipe.yaml
 
+read -> format -> chunk documents -> clean -> filter -> over-length -> de-duplicate ->
+balance -> split -> augment (train only) -> leakage audit -> write.
+
 Every row read is either kept (in exactly one split) or rejected with its origin, step
-and reason in ``<run>/data/rejects.jsonl``; ``kept + rejected == read`` is asserted.
+and reason in ``<run>/data/rejects.jsonl``; rows created along the way (document chunks,
+augmentations, up-sampled copies) are counted as added, and
+``kept + rejected == read + added`` is asserted before anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from seektune.data.card import length_stats, write_card
 from seektune.data.formats import FormatError, to_record
 from seektune.data.io import RawRow, Reject, read_rows, write_jsonl
-from seektune.data.split import SPLITS, split_by_ratio
-from seektune.recipe import Recipe, save_resolved
+from seektune.data.split import SPLITS, split_by_group, split_by_ratio
+from seektune.recipe import DataSpec, Recipe, save_resolved
+
+log = logging.getLogger(__name__)
 
 
-def load_records(recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject], int]:
-    """All rows of the recipe's data paths as records; unreadable or malformed rows as rejects."""
-    spec = recipe.data
+class OverlengthError(ValueError):
+    pass
+
+
+def load_records(spec: DataSpec) -> tuple[list[dict[str, Any]], list[Reject], int]:
+    """All rows of the data paths as records; unreadable or malformed rows as rejects."""
     records: list[dict[str, Any]] = []
     rejects: list[Reject] = []
     read = 0
@@ -32,48 +44,277 @@ def load_records(recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject], in
             continue
         assert isinstance(item, RawRow)
         try:
-            records.append(
-                to_record(
-                    item.data,
-                    item.origin,
-                    fmt=spec.format,
-                    columns=spec.columns,
-                    meta_fields=spec.meta_fields,
-                    system_prompt=spec.system_prompt,
-                )
-            )
+            records.append(to_record(item.data, item.origin, fmt=spec.format, columns=spec.columns,
+                                     meta_fields=spec.meta_fields, system_prompt=spec.system_prompt))
         except FormatError as exc:
             rejects.append(Reject(item.origin, "format", exc.reason, exc.detail, item.data))
     return records, rejects, read
 
 
+def target_tokenizer(recipe: Recipe):
+    """The model's tokenizer with its chat template, for token filters and length checks; None if unavailable."""
+    from seektune.models.load import family_of, load_tokenizer, resolve_model_path
+
+    try:
+        path = resolve_model_path(recipe.model.name)
+        return load_tokenizer(path, family_of(recipe.model.name, path), recipe.model.chat_template,
+                              recipe.model.trust_remote_code)
+    except Exception as exc:  # offline hub id, missing package: token steps are skipped, and said so
+        log.warning("no tokenizer for %s (%s); token-count filters and length checks are skipped",
+                    recipe.model.name, exc)
+        return None
+
+
+def _reject(record: dict[str, Any], step: str, reason: str, detail: str) -> Reject:
+    return Reject(record["meta"].get("origin", "?"), step, reason, detail, record)
+
+
+def _text_of(record: dict[str, Any], on: str = "conversation") -> str:
+    """The text rows are compared on: a text record's text, the whole conversation, or its user turns."""
+    from seektune.data.dedup import dedup_text
+
+    if "text" in record:
+        return record["text"]
+    if on == "prompt":
+        return "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
+    return dedup_text(record)
+
+
+def _preview(record: dict[str, Any], limit: int = 160) -> str:
+    text = _text_of(record).replace("\n", " / ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Ledger:
+    """Counts after each step, rejects, and rows added along the way."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self.rejects: list[Reject] = []
+        self.added = 0
+
+    def step(self, name: str, rows: int, note: str = "") -> None:
+        self.steps.append({"step": name, "rows": rows, "note": note})
+        log.info("%-10s %6d rows %s", name, rows, note)
+
+
+def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger) -> list[dict[str, Any]]:
+    from seektune.data.clean import FilterConfig, filter_reason
+    from seektune.data.render import RenderError, render_record
+
+    config = FilterConfig(**spec.filters.model_dump(exclude={"overlength"}))
+    kept = []
+    for record in records:
+        if "messages" in record:
+            verdict = filter_reason(record, config, tokenizer)
+            if verdict is not None:
+                reason, detail = verdict if isinstance(verdict, tuple) else (verdict.reason, verdict.detail)
+                ledger.rejects.append(_reject(record, "filter", reason, detail))
+                continue
+        if tokenizer is not None:
+            try:
+                length = len(render_record(tokenizer, record)["input_ids"])
+            except RenderError as exc:
+                ledger.rejects.append(_reject(record, "render", exc.reason, exc.detail))
+                continue
+            if length > spec.max_length and "messages" in record:
+                policy = spec.filters.overlength
+                detail = f"{length} tokens after rendering > data.max_length {spec.max_length}"
+                if policy == "error":
+                    raise OverlengthError(f"{record['meta'].get('origin')}: {detail} (filters.overlength: error)")
+                if policy == "drop":
+                    ledger.rejects.append(_reject(record, "filter", "too_long_rendered", detail))
+                    continue
+                record["meta"]["truncated"] = True  # rendered to max_length at training time
+        kept.append(record)
+    return kept
+
+
+def _deduplicate(records, spec: DataSpec, ledger: Ledger, card: dict[str, Any]) -> list[dict[str, Any]]:
+    from seektune.data.dedup import deduplicate
+
+    dedup = spec.dedup
+    card["duplicates"] = {"exact": 0, "near": 0, "cluster_count": 0, "clusters": []}
+    if not (dedup.exact or dedup.near) or len(records) < 2:
+        return records
+    result = deduplicate([_text_of(r, dedup.compare) for r in records], exact=dedup.exact, near=dedup.near,
+                         threshold=dedup.threshold, ngram=dedup.ngram, num_perm=dedup.num_perm,
+                         keep=dedup.keep, progress=len(records) > 5000)
+    for duplicate in result.removed:
+        record, kept = records[duplicate.index], records[duplicate.kept]
+        reason = "exact_duplicate" if duplicate.kind == "exact" else "near_duplicate"
+        ledger.rejects.append(_reject(record, "dedup", reason,
+                                      f"duplicate of {kept['meta'].get('origin')} (similarity {duplicate.similarity:.3f})"))
+        card["duplicates"][duplicate.kind] += 1
+    card["duplicates"]["cluster_count"] = len(result.clusters)
+    card["duplicates"]["clusters"] = [
+        {"kept": records[c[0]]["meta"].get("origin"), "removed": [records[i]["meta"].get("origin") for i in c[1:]],
+         "example": _preview(records[c[0]])}
+        for c in result.clusters[:20]
+    ]
+    return [records[i] for i in result.kept]
+
+
+def _augment(train: list[dict[str, Any]], spec: DataSpec, ledger: Ledger) -> list[dict[str, Any]]:
+    from seektune.data import augment
+
+    aug = spec.augment
+    if aug is None:
+        return train
+    before = len(train)
+    if aug.entities:
+        train, rejects = augment.fill_templates(train, aug.entities)
+        for record, reason, detail in rejects:
+            ledger.rejects.append(_reject(record, "augment", reason, detail))
+        ledger.added += len(train) - before + len(rejects)
+    new: list[dict[str, Any]] = []
+    if aug.expand:
+        new += augment.expand_terms(train, aug.expand, aug.per_row, aug.seed)
+    if aug.synonyms:
+        new += augment.swap_synonyms(train, aug.synonyms, aug.per_row, aug.seed)
+    if aug.paraphrase is not None:
+        para = aug.paraphrase
+        if para.endpoint:
+            from seektune.models.endpoint import ChatEndpoint
+
+            endpoint = ChatEndpoint(para.endpoint, para.endpoint_model, para.api_key_env)
+            generate = lambda prompt: endpoint.chat([{"role": "user", "content": prompt}], temperature=0.8)  # noqa: E731
+        elif para.model:
+            generate = augment.local_generator(para.model)
+        else:
+            raise ValueError("data.augment.paraphrase needs a generator: set .endpoint (an OpenAI-compatible URL) "
+                             "or .model (a local model); or remove the paraphrase section")
+        paraphrased, failures = augment.paraphrase(train, generate, para.per_row)
+        for record, reason, detail in failures:
+            log.warning("paraphrase failed for %s: %s", record["meta"].get("origin"), detail)
+        new += paraphrased
+    ledger.added += len(new)
+    train = train + new
+    ledger.step("augment", len(train), f"+{len(train) - before} augmented train rows")
+    return train
+
+
+def _leakage_audit(splits, spec: DataSpec, ledger: Ledger, card: dict[str, Any]):
+    from seektune.data.dedup import cross_split_pairs
+
+    card["leakage"], card["leakage_removed"] = [], spec.leakage.remove
+    if not spec.leakage.check:
+        return splits
+    texts = {name: [_text_of(r, spec.dedup.compare) for r in splits[name]] for name in SPLITS}
+    pairs = cross_split_pairs(texts, threshold=spec.leakage.threshold, ngram=spec.dedup.ngram,
+                              num_perm=spec.dedup.num_perm)
+    leaked: dict[str, set[int]] = {name: set() for name in SPLITS}
+    for pair in pairs:
+        record, other = splits[pair.split][pair.index], splits[pair.other_split][pair.other_index]
+        card["leakage"].append({"split": pair.split, "origin": record["meta"].get("origin"),
+                                "other_split": pair.other_split, "other_origin": other["meta"].get("origin"),
+                                "kind": pair.kind, "similarity": pair.similarity})
+        if spec.leakage.remove and pair.index not in leaked[pair.split]:
+            leaked[pair.split].add(pair.index)
+            ledger.rejects.append(_reject(record, "leakage", f"leak_{pair.kind}",
+                                          f"{pair.split} row duplicates {pair.other_split} row "
+                                          f"{other['meta'].get('origin')} (similarity {pair.similarity:.3f})"))
+    return {name: [r for i, r in enumerate(rows) if i not in leaked[name]] for name, rows in splits.items()}
+
+
 def run(recipe: Recipe) -> Path:
-    """Read, convert and split the data; returns the run directory."""
-    if not recipe.data.paths:
+    """Read, clean, filter, de-duplicate, balance, split, augment and audit the data; returns the run directory."""
+    from seektune.data.clean import make_cleaner
+    from seektune.data.documents import chunk_documents
+
+    spec = recipe.data
+    if not spec.paths:
         raise ValueError("the recipe has no data.paths; add the files to train on")
     run_dir = recipe.run_dir
     save_resolved(recipe, run_dir)
     data_dir = run_dir / "data"
-    records, rejects, read = load_records(recipe)
+    ledger, card = Ledger(), {}
+    records, read_rejects, read = load_records(spec)
+    ledger.rejects.extend(read_rejects)
+    ledger.step("read", read)
+    ledger.step("format", len(records), f"{len(read_rejects)} unreadable or malformed")
+    tokenizer = target_tokenizer(recipe)
+
+    if any(r["meta"].get("document") for r in records):
+        before = len(records)
+        records = chunk_documents(records, tokenizer, spec.documents.chunk_tokens, spec.documents.overlap)
+        ledger.added += len(records) - before
+        ledger.step("chunk", len(records), "documents split into token-bounded chunks")
+    cleaner = make_cleaner(spec.clean)
+    records = [cleaner(r) if "messages" in r else {**r, "text": cleaner.clean_text(r["text"])} for r in records]
+    card["clean_changed"] = dict(cleaner.changed)
+    ledger.step("clean", len(records), ", ".join(f"{k}: {v}" for k, v in cleaner.changed.items() if v))
+    records = _filter_and_check_length(records, spec, tokenizer, ledger)
+    ledger.step("filter", len(records))
+    records = _deduplicate(records, spec, ledger, card)
+    ledger.step("dedup", len(records))
+    if spec.balance is not None:
+        from seektune.data.balance import balance
+
+        b = spec.balance
+        records, dropped, added = balance(records, b.by, b.ratios, b.mode, b.seed)
+        for record in dropped:
+            ledger.rejects.append(_reject(record, "balance", "downsampled", f"{b.by} over its ratio {b.ratios}"))
+        ledger.added += len(added)
+        ledger.step("balance", len(records))
     if not records:
-        raise ValueError(f"no usable rows in {recipe.data.paths}: all {read} rows were rejected (see rejects below)")
-    split = recipe.data.split
-    splits = split_by_ratio(records, (split.train, split.val, split.test), split.seed, split.stratify_by)
+        write_jsonl(data_dir / "rejects.jsonl", [r.to_dict() for r in ledger.rejects])
+        reasons = ", ".join(f"{k}: {v}" for k, v in Counter(r.reason for r in ledger.rejects).items())
+        raise ValueError(f"no usable rows in {spec.paths}: all {read} were rejected ({reasons}); "
+                         f"see {data_dir / 'rejects.jsonl'}")
+
+    split = spec.split
+    ratios = (split.train, split.val, split.test)
+    if split.group_by:
+        splits = split_by_group(records, split.group_by, ratios, split.seed)
+    else:
+        splits = split_by_ratio(records, ratios, split.seed, split.stratify_by)
+    ledger.step("split", len(records), ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    splits["train"] = _augment(splits["train"], spec, ledger)
+    splits = _leakage_audit(splits, spec, ledger, card)
+    ledger.step("leakage", sum(len(v) for v in splits.values()), f"{len(card['leakage'])} cross-split pairs")
+
     kept = sum(len(rows) for rows in splits.values())
-    assert kept + len(rejects) == read, f"row accounting broke: kept {kept} + rejected {len(rejects)} != read {read}"
+    rejected = len(ledger.rejects)
+    assert kept + rejected == read + ledger.added, (
+        f"row accounting broke: kept {kept} + rejected {rejected} != read {read} + added {ledger.added}")
     for name in SPLITS:
         write_jsonl(data_dir / f"{name}.jsonl", splits[name])
-    write_jsonl(data_dir / "rejects.jsonl", [r.to_dict() for r in rejects])
+    write_jsonl(data_dir / "rejects.jsonl", [r.to_dict() for r in ledger.rejects])
+    _write_card(card, splits, ledger, read, kept, tokenizer, data_dir, spec)
     summary = {
-        "read": read,
-        "kept": kept,
-        "rejected": len(rejects),
-        "rejected_by_reason": dict(Counter(r.reason for r in rejects)),
+        "read": read, "added": ledger.added, "kept": kept, "rejected": rejected,
+        "rejected_by_reason": dict(Counter(r.reason for r in ledger.rejects)),
         "splits": {name: len(splits[name]) for name in SPLITS},
-        "sources": recipe.data.paths,
+        "sources": spec.paths,
     }
     (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return run_dir
+
+
+def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, data_dir: Path, spec: DataSpec):
+    from seektune.data.render import render_record
+
+    def tokens(record) -> int:
+        if tokenizer is None:
+            return len(_text_of(record).split())
+        return len(render_record(tokenizer, record)["input_ids"])
+
+    lengths = {name: [tokens(r) for r in rows] for name, rows in splits.items()}
+    card["accounting"] = {"read": read, "added": ledger.added, "kept": kept, "rejected": len(ledger.rejects)}
+    card["steps"] = ledger.steps
+    card["rejected_by_reason"] = dict(Counter(f"{r.step}/{r.reason}" for r in ledger.rejects))
+    card["splits"] = {name: {"rows": len(rows), "tokens": length_stats(lengths[name])} for name, rows in splits.items()}
+    field = spec.split.stratify_by or (spec.balance.by if spec.balance else None) or "category"
+    card["categories"] = {name: dict(Counter(str(r["meta"].get(field)) for r in rows if field in r["meta"]))
+                          for name, rows in splits.items()}
+    ranked = sorted(((lengths[n][i], r) for n, rows in splits.items() for i, r in enumerate(rows)),
+                    key=lambda pair: pair[0])
+    summarise = lambda pairs: [{"tokens": t, "origin": r["meta"].get("origin"), "text": _preview(r)} for t, r in pairs]  # noqa: E731
+    card["longest"] = summarise(ranked[::-1][:5])
+    card["shortest"] = summarise(ranked[:5])
+    card["token_unit"] = "tokens" if tokenizer is not None else "words (no tokenizer)"
+    write_card(card, data_dir)
 
 
 def rejects_of(run_dir: Path) -> list[dict[str, Any]]:

@@ -79,6 +79,17 @@ def render(tokenizer, messages: list[dict[str, Any]], max_length: int | None = N
     return {"input_ids": input_ids, "labels": labels}
 
 
+def render_record(tokenizer, record: dict[str, Any], max_length: int | None = None) -> dict[str, list[int]]:
+    """A conversation record, or a text record (continued pre-training: every token and EOS carry loss)."""
+    if "text" in record:
+        ids = tokenizer(record["text"], add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+        ids = ids[:max_length] if max_length else ids
+        return {"input_ids": ids, "labels": list(ids)}
+    return render(tokenizer, record["messages"], max_length)
+
+
 def prompt_text(tokenizer, messages: list[dict[str, Any]]) -> str:
     """The text a model is given to answer the last user turn (the final assistant turn dropped)."""
     if messages and messages[-1]["role"] == "assistant":

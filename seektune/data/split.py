@@ -65,3 +65,35 @@ def split_by_ratio(
     for name in SPLITS:
         rng.shuffle(out[name])
     return out
+
+
+def split_by_group(
+    records: list[dict[str, Any]],
+    group_by: str,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 42,
+) -> dict[str, list[dict[str, Any]]]:
+    """Whole groups (e.g. one conversation's turns, one ticket thread) go to one split.
+
+    Groups are shuffled with ``seed`` and assigned greedily to the split that is furthest
+    below its target row count, so ratios hold approximately even with uneven group
+    sizes. A record without the field forms a group of its own.
+    """
+    rng = random.Random(seed)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for index, record in enumerate(records):
+        value = record.get("meta", {}).get(group_by)
+        groups[f"v:{value}" if value is not None else f"row:{index}"].append(record)
+    keys = list(groups)
+    rng.shuffle(keys)
+    total = len(records)
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+    for key in keys:
+        group = groups[key]
+        # the split with the largest deficit against its target after adding this group
+        deficits = [ratios[i] * total - len(out[name]) for i, name in enumerate(SPLITS)]
+        best = max((i for i in range(3) if ratios[i] > 0), key=lambda i: deficits[i])
+        out[SPLITS[best]].extend(group)
+    for name in SPLITS:
+        rng.shuffle(out[name])
+    return out

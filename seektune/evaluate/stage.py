@@ -62,14 +62,18 @@ def run(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     recipe, loaded, model = load_tuned(run_dir)
     spec = recipe.eval
-    rows = read_jsonl(run_dir / "data" / f"{spec.split}.jsonl")
+    rows = [row for row in read_jsonl(run_dir / "data" / f"{spec.split}.jsonl") if "messages" in row]
     if spec.max_rows:
         rows = rows[: spec.max_rows]
     if not rows:
         raise ValueError(f"the {spec.split} split of {run_dir} is empty; nothing to evaluate")
     conversations = [row["messages"] for row in rows]
     options = {"batch_size": spec.batch_size, "max_new_tokens": spec.max_new_tokens}
-    tuned = generate_answers(model, loaded.tokenizer, conversations, desc="tuned model", **options)
+    model.merge_adapter()  # generation with merged weights skips the per-layer LoRA matmuls
+    try:
+        tuned = generate_answers(model, loaded.tokenizer, conversations, desc="tuned model", **options)
+    finally:
+        model.unmerge_adapter()
     answers = {"tuned": [t["answer"] for t in tuned]}
     base = None
     if spec.compare_base:

@@ -20,7 +20,7 @@ import torch
 
 from seektune.data import prepare
 from seektune.data.io import Reject, read_jsonl
-from seektune.data.render import RenderError, render
+from seektune.data.render import RenderError, render_record
 from seektune.models.load import load_model
 from seektune.recipe import Recipe, save_resolved
 from seektune.train.methods import count_parameters, peft_config
@@ -35,7 +35,7 @@ def render_split(tokenizer, records: list[dict[str, Any]], max_length: int, spli
     rows, rejects = [], []
     for record in records:
         try:
-            rendered = render(tokenizer, record["messages"], max_length)
+            rendered = render_record(tokenizer, record, max_length)
         except RenderError as exc:
             rejects.append(Reject(record["meta"].get("origin", "?"), f"render:{split}", exc.reason, exc.detail, record))
             continue

@@ -69,7 +69,8 @@ def test_system_prompt_added_only_when_missing():
         ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}, "bad_role_order"),
         ({"messages": [{"role": "user", "content": "q"}]}, "odd_turn_count"),
         ({"messages": [{"role": "robot", "content": "q"}]}, "unknown_role"),
-        ({"text": "just text"}, "unknown_format"),
+        ({"body": "just text"}, "unknown_format"),
+        ({"text": "  "}, "empty_text"),
         ({"instruction": "q", "output": "a", "facts": 5}, "wrong_type"),
     ],
 )
@@ -84,3 +85,8 @@ def test_detect_format():
     assert detect_format({"conversations": []}) == "sharegpt"
     assert detect_format({"instruction": "", "output": ""}) == "alpaca"
     assert detect_format({"q": 1}, {"user": "q", "assistant": "a"}) == "columns"
+
+
+def test_text_rows_stay_text_for_continued_pretraining():
+    record = to_record({"text": "Larkspur ships from Dubuque.", "category": "docs"}, "notes.jsonl:1")
+    assert record == {"text": "Larkspur ships from Dubuque.", "meta": {"origin": "notes.jsonl:1", "category": "docs"}}

@@ -79,3 +79,12 @@ def test_prepare_reports_bad_rows_and_keeps_valid_ones(tmp_path):
     summary = json.loads((run_dir / "data" / "summary.json").read_text())
     assert summary["read"] == 13 and summary["kept"] == 10 and summary["rejected"] == 3
     assert (run_dir / "recipe.resolved.yaml").is_file()
+
+
+def test_broken_csv_quote_rejects_that_row_and_reading_resumes(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('question,answer\nq1,a1\nq2,"a2" trailing\nq3,a3\nq4,"unterminated\n', encoding="utf-8")
+    items = _items(path)
+    assert [(i.origin, type(i).__name__, getattr(i, "reason", None)) for i in items] == [
+        ("d.csv:2", "RawRow", None), ("d.csv:3", "Reject", "broken_csv"), ("d.csv:4", "RawRow", None),
+        ("d.csv:5", "Reject", "broken_csv")]

@@ -60,3 +60,10 @@ def test_missing_recipe_and_bad_yaml(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(write(tmp_path, "train: [unclosed\n"))
+
+
+def test_typo_inside_an_optional_section_lists_its_keys(tmp_path):
+    path = write(tmp_path, "data:\n  balance: {by: category, ratios: {a: 1}, mdoe: up}\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert "data.balance.mdoe: unknown key (did you mean 'data.balance.mode'?)" in str(info.value)
