@@ -66,10 +66,11 @@ def _guard(func, *args):
     from seektune.data.io import DataPathError
     from seektune.models.load import ModelNotFound
     from seektune.recipe import RecipeError
+    from seektune.train.methods import MethodUnavailable
 
     try:
         return func(*args)
-    except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, ValueError) as exc:
+    except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, ValueError, MethodUnavailable) as exc:
         _fail(str(exc))
 
 

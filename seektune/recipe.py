@@ -175,14 +175,40 @@ class DataSpec(_Section):
 
 
 class MethodSpec(_Section):
-    name: Literal["lora", "dora"] = Field("lora", description="Fine-tuning method.")
-    r: int = Field(16, gt=0, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    """How the model is adapted. One flat section: each method reads the keys documented for it."""
+
+    name: Literal["lora", "dora", "qlora", "full", "freeze", "prefix", "prompt", "ia3"] = Field(
+        "lora",
+        description="lora / dora / qlora (4-bit base, CUDA only): low-rank adapters; full: every weight; "
+        "freeze: only the last layers or matching modules; prefix / prompt: learned virtual tokens; ia3: "
+        "learned rescaling vectors.",
+    )
+    r: int = Field(16, gt=0, description="LoRA rank (lora, dora, qlora).")
+    alpha: float = Field(32, gt=0, description="LoRA alpha, scaling = alpha / r (lora, dora, qlora).")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="Modules to adapt; None takes the model family's default from the registry."
+        None, description="Modules to adapt (lora, dora, qlora, ia3); None takes the model family's default."
     )
     rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+    train_last_layers: int | None = Field(
+        None, gt=0, description="freeze: train only the last N transformer layers (and nothing else)."
+    )
+    train_modules: list[str] | None = Field(
+        None, description="freeze: also train parameters whose name matches one of these regular expressions."
+    )
+    num_virtual_tokens: int = Field(16, gt=0, description="prefix / prompt: number of learned virtual tokens.")
+
+    @model_validator(mode="after")
+    def _freeze_needs_a_choice(self) -> "MethodSpec":
+        if self.name == "freeze" and not (self.train_last_layers or self.train_modules):
+            raise ValueError("method freeze needs train_last_layers (e.g. 2) or train_modules (regex list)")
+        return self
+
+
+class EarlyStoppingSpec(_Section):
+    patience: int = Field(3, gt=0, description="Evaluations without improvement before training stops.")
+    metric: Literal["eval_loss"] = "eval_loss"
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainSpec(_Section):
@@ -194,11 +220,23 @@ class TrainSpec(_Section):
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW beta1, beta2.")
+    adam_eps: float = Field(1e-8, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    neftune_alpha: float | None = Field(None, gt=0, description="NEFTune embedding noise (e.g. 5); None: off.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, fp32 on CPU. bf16/fp16 need a GPU."
+    )
     eval_steps: int | None = Field(None, gt=0, description="Evaluate val loss every N steps (None: once per epoch).")
     save_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (None: only the final adapter).")
+    save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints (the newest stay).")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="Stop when val loss stops improving; the best checkpoint is kept and exported."
+    )
     logging_steps: int = Field(5, gt=0)
     seed: int = 42
+    deterministic: bool = Field(False, description="Deterministic kernels (bit-reproducible on CPU; slower on GPU).")
     gradient_checkpointing: bool = False
     resume: Literal["auto"] | str | None = Field(None, description="'auto' resumes from the newest checkpoint.")
 

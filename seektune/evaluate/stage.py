@@ -21,20 +21,30 @@ from seektune.recipe import load_run
 
 
 def load_tuned(run_dir: Path):
-    """The run's base model with its adapter attached (``disable_adapter()`` gives the base back)."""
+    """The run's tuned model and its base: ``(recipe, loaded_base, tuned)``.
+
+    For adapter methods ``tuned`` is the base with the adapter attached (its
+    ``disable_adapter()`` gives the base back, so one copy of the weights serves both);
+    for full / freeze it is the saved model, and ``loaded_base.model`` the untouched base.
+    """
     from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     recipe = load_run(run_dir)
-    adapter_dir = run_dir / "adapter"
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} has no trained adapter yet; run `seektune train` first")
+    adapter_dir, model_dir = run_dir / "adapter", run_dir / "model"
+    if not (adapter_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} has no trained adapter or model yet; run `seektune train` first")
     loaded = load_model(
         recipe.model.name,
         dtype=recipe.model.dtype,
         chat_template=recipe.model.chat_template,
         trust_remote_code=recipe.model.trust_remote_code,
     )
-    model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+    if (adapter_dir / "adapter_config.json").is_file():
+        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=loaded.model.dtype)
+        model.to(loaded.model.device)
     model.eval()
     return recipe, loaded, model
 
@@ -69,16 +79,23 @@ def run(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"the {spec.split} split of {run_dir} is empty; nothing to evaluate")
     conversations = [row["messages"] for row in rows]
     options = {"batch_size": spec.batch_size, "max_new_tokens": spec.max_new_tokens}
-    model.merge_adapter()  # generation with merged weights skips the per-layer LoRA matmuls
+    is_lora = hasattr(model, "merge_adapter") and getattr(model, "peft_type", None) is not None \
+        and str(model.peft_type).endswith("LORA")
+    if is_lora:
+        model.merge_adapter()  # generation with merged weights skips the per-layer LoRA matmuls
     try:
         tuned = generate_answers(model, loaded.tokenizer, conversations, desc="tuned model", **options)
     finally:
-        model.unmerge_adapter()
+        if is_lora:
+            model.unmerge_adapter()
     answers = {"tuned": [t["answer"] for t in tuned]}
     base = None
     if spec.compare_base:
-        with model.disable_adapter():
-            base = generate_answers(model, loaded.tokenizer, conversations, desc="base model", **options)
+        if hasattr(model, "disable_adapter"):
+            with model.disable_adapter():
+                base = generate_answers(model, loaded.tokenizer, conversations, desc="base model", **options)
+        else:
+            base = generate_answers(loaded.model, loaded.tokenizer, conversations, desc="base model", **options)
         answers = {"base": [b["answer"] for b in base], **answers}
     metrics = score_systems(rows, answers)
     metrics["split"] = spec.split

@@ -161,17 +161,22 @@ def load_model(
     chat_template: str | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
+    quantization_config=None,
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
     family = family_of(name, path)
     tokenizer = load_tokenizer(path, family, chat_template, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code)
+    extra = {"quantization_config": quantization_config, "device_map": {"": 0}} if quantization_config else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code, **extra
+    )
     eos_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
+    if quantization_config is None:  # a quantised model is already placed by device_map
+        model.to(device)
     return LoadedModel(model, tokenizer, family, path)

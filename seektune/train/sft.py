@@ -23,7 +23,14 @@ from seektune.data.io import Reject, read_jsonl
 from seektune.data.render import RenderError, render_record
 from seektune.models.load import load_model
 from seektune.recipe import Recipe, save_resolved
-from seektune.train.methods import count_parameters, peft_config
+from seektune.train.methods import (
+    PEFT_METHODS,
+    apply_freezing,
+    check_available,
+    count_parameters,
+    peft_config,
+    quantization_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +59,59 @@ def _append_rejects(run_dir: Path, rejects: list[Reject]) -> None:
             handle.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
 
 
+def _precision(train) -> tuple[bool, bool]:
+    """(bf16, fp16) for the Trainer; half precision is only ever used on a GPU."""
+    on_gpu = torch.cuda.is_available()
+    if train.precision in ("bf16", "fp16") and not on_gpu:
+        raise ValueError(f"train.precision={train.precision} needs a GPU; use auto or fp32 on the CPU")
+    if train.precision == "auto":
+        return on_gpu and torch.cuda.is_bf16_supported(), False
+    return train.precision == "bf16", train.precision == "fp16"
+
+
 def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
     from trl import SFTConfig
 
     train = recipe.train
     on_gpu = torch.cuda.is_available()
+    bf16, fp16 = _precision(train)
     eval_strategy = "no" if not has_eval else ("steps" if train.eval_steps else "epoch")
+    stopping = train.early_stopping if has_eval else None
+    if train.early_stopping and not has_eval:
+        log.warning("train.early_stopping needs a val split; it is off for this run")
+    save_strategy = eval_strategy if stopping else ("steps" if train.save_steps else "no")
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
         learning_rate=train.lr,
-        lr_scheduler_type=train.schedule,
+        lr_scheduler_type="constant_with_warmup" if train.schedule == "constant" else train.schedule,
         warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum,
         weight_decay=train.weight_decay,
+        adam_beta1=train.adam_betas[0],
+        adam_beta2=train.adam_betas[1],
+        adam_epsilon=train.adam_eps,
         max_grad_norm=train.max_grad_norm,
+        label_smoothing_factor=train.label_smoothing,
+        neftune_noise_alpha=train.neftune_alpha,
         eval_strategy=eval_strategy,
         eval_steps=train.eval_steps,
-        save_strategy="steps" if train.save_steps else "no",
-        save_steps=train.save_steps or 500,
+        save_strategy=save_strategy,
+        save_steps=train.eval_steps if stopping and train.eval_steps else (train.save_steps or 500),
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=bool(stopping),
+        metric_for_best_model=stopping.metric if stopping else None,
+        greater_is_better=False if stopping else None,
         logging_steps=train.logging_steps,
         seed=train.seed,
         data_seed=train.seed,
+        full_determinism=train.deterministic,
         gradient_checkpointing=train.gradient_checkpointing,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        fp16=False,
+        bf16=bf16,
+        fp16=fp16,
         max_length=None,  # rows are already rendered and truncated by data.render
         train_sampling_strategy="group_by_length",  # less padding per batch
         report_to=["tensorboard"],
@@ -97,12 +129,16 @@ def run(recipe: Recipe) -> Path:
     if not (run_dir / "data" / "train.jsonl").is_file():
         prepare.run(recipe)
     save_resolved(recipe, run_dir)
+    method = recipe.method
+    check_available(method)
     loaded = load_model(
         recipe.model.name,
         dtype=recipe.model.dtype,
         chat_template=recipe.model.chat_template,
         trust_remote_code=recipe.model.trust_remote_code,
+        quantization_config=quantization_config(method),
     )
+    apply_freezing(loaded.model, method)
     tokenizer = loaded.tokenizer
     max_length = recipe.data.max_length
     train_set, train_rejects = render_split(tokenizer, read_jsonl(run_dir / "data" / "train.jsonl"), max_length, "train")
@@ -115,16 +151,23 @@ def run(recipe: Recipe) -> Path:
         raise ValueError("no training rows left after rendering; see data/rejects.jsonl")
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    callbacks = []
+    if recipe.train.early_stopping and val_set is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping.patience,
+                                               recipe.train.early_stopping.min_delta))
     trainer = SFTTrainer(
         model=loaded.model,
         args=training_args(recipe, run_dir, val_set is not None),
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
-        peft_config=peft_config(recipe.method, loaded.family),
+        peft_config=peft_config(method, loaded.family, loaded.model) if method.name in PEFT_METHODS else None,
+        callbacks=callbacks,
     )
     trainable, total = count_parameters(trainer.model)
-    print(f"seektune: {recipe.method.name} on {recipe.model.name} [{loaded.family.name}] - "
+    print(f"seektune: {method.name} on {recipe.model.name} [{loaded.family.name}] - "
           f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
           f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens")
     resume = recipe.train.resume
@@ -133,9 +176,10 @@ def run(recipe: Recipe) -> Path:
         resume = str(checkpoints[-1]) if checkpoints else None
     result = trainer.train(resume_from_checkpoint=resume)
 
-    adapter_dir = run_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-    tokenizer.save_pretrained(adapter_dir)
+    # peft methods save an adapter; full / freeze save the whole model (safetensors either way)
+    out_dir = run_dir / ("adapter" if method.name in PEFT_METHODS else "model")
+    trainer.model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
@@ -146,6 +190,7 @@ def run(recipe: Recipe) -> Path:
         "train_rows": len(train_set),
         "train_tokens": int(sum(train_set["length"])),
         "steps": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,

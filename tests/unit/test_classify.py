@@ -1,0 +1,237 @@
+"""FineTuner (sequence classification) on a tiny random-init BERT and the tiny Llama fixture.
+
+    .venv/bin/python -m pytest -q tests/unit/test_classify.py          # add -m "not slow" to skip real MiniLM
+
+The data is separable by one keyword per class, so a working training loop must reach
+full train accuracy; metrics are pinned against scikit-learn on the same probabilities.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seektune.train.classify import (
+    FineTuner,
+    ParamsError,
+    UnknownLabel,
+    classification_metrics,
+    load_classifier_tokenizer,
+    load_sequence_classifier,
+)
+
+LABELS = ["billing", "shipping", "returns"]
+KEYWORDS = {"billing": "refund", "shipping": "parcel", "returns": "exchange"}
+FILLER = ["please", "help", "my", "order", "today", "thanks", "the", "is", "late", "again", "hello", "team"]
+FAST = {"learning_rate": 5e-3, "batch_size": 8, "epochs": 8, "warmup_ratio": 0.0, "logging_steps": 1,
+        "max_length": 32, "weight_decay": 0.0}
+
+
+def separable_rows(n_per_class: int, seed: int) -> tuple[list[str], list[str]]:
+    """Texts of filler words with one class keyword inserted somewhere."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(n_per_class):
+        for label, keyword in KEYWORDS.items():
+            words = rng.sample(FILLER, 4)
+            words.insert(rng.randrange(len(words) + 1), keyword)
+            texts.append(" ".join(words))
+            labels.append(label)
+    return texts, labels
+
+
+def build_wordpiece_tokenizer(path: Path):
+    """A BERT-style WordPiece tokenizer ([CLS] text [SEP]) trained on the test vocabulary."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [" ".join(FILLER + list(KEYWORDS.values()) + ["courier", "charge", "swap"])] * 4
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials,
+                                                              show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(path)
+    return fast
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = build_wordpiece_tokenizer(path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def llama_without_pad(tmp_path_factory, tiny_llama) -> Path:
+    """The tiny Llama with its pad token removed, as many decoder tokenizers ship."""
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-llama-nopad")
+    for item in tiny_llama.iterdir():
+        if item.is_file():
+            shutil.copy(item, path / item.name)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted_bert(tiny_bert) -> tuple[FineTuner, list[str], list[str]]:
+    texts, labels = separable_rows(12, seed=1)
+    tuner = FineTuner(str(tiny_bert), label_names=LABELS).set_params(**FAST)
+    return tuner.fit(texts, labels), texts, labels
+
+
+def head_parameters(model) -> dict[str, torch.Tensor]:
+    """The new classification head: ``classifier`` in BERT, ``score`` in decoders."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(("classifier", "score"))}
+
+
+def train_losses(history: list[dict]) -> list[float]:
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def test_bert_fit_changes_head_lowers_loss_and_fits_train(fitted_bert, tiny_bert):
+    from transformers import set_seed
+
+    tuner, texts, labels = fitted_bert
+    set_seed(FAST.get("seed", 42))
+    initial = load_sequence_classifier(str(tiny_bert), LABELS, tuner.tokenizer.pad_token_id)
+    before, after = head_parameters(initial), head_parameters(tuner.model)
+    assert set(before) == set(after) and before
+    assert all(not torch.equal(before[n], after[n]) for n in before)
+    losses = train_losses(tuner.history)
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    predicted = tuner.predict(texts)
+    assert set(predicted) <= set(LABELS)
+    assert np.mean([p == t for p, t in zip(predicted, labels)]) == 1.0
+
+
+def test_metrics_equal_scikit_learn(fitted_bert):
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+    tuner, _, _ = fitted_bert
+    texts, labels = separable_rows(4, seed=2)
+    labels[0] = "shipping" if labels[0] != "shipping" else "billing"  # one wrong-looking row, so it is not all 1.0
+    result = tuner.evaluate(texts, labels)
+    truth = [LABELS.index(label) for label in labels]
+    probabilities = tuner.predict_proba(texts)
+    predicted = probabilities.argmax(axis=1)
+    assert probabilities.shape == (len(texts), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert result["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert result["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert result["auc_roc"] == pytest.approx(roc_auc_score(truth, probabilities, multi_class="ovr", average="macro"))
+    assert result["confusion_matrix"] == confusion_matrix(truth, predicted).tolist()
+    assert result["label_names"] == LABELS
+    assert result["n"] == len(texts)
+    assert result["accuracy"] < 1.0
+
+
+def test_auc_skips_a_class_missing_from_the_labels():
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
+    result = classification_metrics([0, 1, 0, 1], probabilities, ["a", "b", "c"])
+    assert result["auc_roc"] == pytest.approx(1.0)
+    assert result["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 0]]
+    assert classification_metrics([0, 0], probabilities[:2], ["a", "b", "c"])["auc_roc"] is None
+
+
+def test_unknown_label_is_named_with_the_known_ones(tiny_bert):
+    tuner = FineTuner(str(tiny_bert), label_names=LABELS)
+    with pytest.raises(UnknownLabel, match=r"train_labels\[1\]: unknown label 'shiping' \(did you mean 'shipping'\?\)"
+                                           r"; known labels: billing, shipping, returns"):
+        tuner.fit(["a refund", "a parcel"], ["billing", "shiping"])
+    with pytest.raises(UnknownLabel, match="class id 3 is outside 0..2"):
+        tuner.fit(["a refund", "a parcel"], [0, 3])
+    with pytest.raises(UnknownLabel, match="no label_names were given"):
+        FineTuner(str(tiny_bert), num_classes=3).fit(["a refund"], ["billing"])
+
+
+def test_set_params_rejects_unknown_keys_and_bad_values():
+    tuner = FineTuner()
+    assert tuner.set_params(epochs=2, learning_rate=1e-4) is tuner
+    assert tuner.params.epochs == 2 and tuner.params.learning_rate == 1e-4
+    with pytest.raises(ParamsError, match="'learning_rte' \\(did you mean 'learning_rate'\\?\\)"):
+        tuner.set_params(learning_rte=1e-4)
+    with pytest.raises(ParamsError, match="batch_size"):
+        tuner.set_params(batch_size=0)
+    assert tuner.params.epochs == 2  # a rejected call changes nothing
+
+
+def test_save_load_round_trip_gives_identical_predictions(fitted_bert, tmp_path):
+    tuner, texts, _ = fitted_bert
+    tuner.save(tmp_path / "router")
+    assert (tmp_path / "router" / "model.safetensors").is_file()
+    loaded = FineTuner.load(tmp_path / "router")
+    assert loaded.label_names == LABELS and loaded.params.max_length == FAST["max_length"]
+    np.testing.assert_array_equal(loaded.predict_proba(texts), tuner.predict_proba(texts))
+    assert loaded.predict(texts) == tuner.predict(texts)
+
+
+def test_int_labels_predict_ints_and_fit_is_deterministic(tiny_bert):
+    texts, labels = separable_rows(4, seed=3)
+    ids = [LABELS.index(label) for label in labels]
+    params = {**FAST, "epochs": 2}
+    first = FineTuner(str(tiny_bert), num_classes=3).set_params(**params).fit(texts, ids)
+    second = FineTuner(str(tiny_bert), num_classes=3).set_params(**params).fit(texts, ids)
+    assert all(isinstance(p, int) for p in first.predict(texts))
+    np.testing.assert_array_equal(first.predict_proba(texts), second.predict_proba(texts))
+
+
+def test_llama_without_pad_token_learns_and_gets_pad_id(llama_without_pad):
+    texts, labels = separable_rows(12, seed=4)
+    val_texts, val_labels = separable_rows(2, seed=5)
+    assert load_classifier_tokenizer(str(llama_without_pad)).pad_token is not None
+    tuner = FineTuner(str(llama_without_pad), label_names=LABELS).set_params(**{**FAST, "epochs": 10})
+    tuner.fit(texts, labels, val_texts, val_labels)
+    assert tuner.model.config.pad_token_id == tuner.tokenizer.eos_token_id
+    assert any("eval_macro_f1" in h for h in tuner.history)
+    losses = train_losses(tuner.history)
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    assert np.mean([p == t for p, t in zip(tuner.predict(texts), labels)]) >= 0.9
+
+
+def test_sft_task_delegates_to_the_sft_stage(tiny_llama, tmp_path):
+    questions = ["How long do I have to return something?", "What does shipping cost?"] * 4
+    answers = ["Returns are accepted within 45 days.", "Standard shipping costs $4.95."] * 4
+    tuner = FineTuner(str(tiny_llama), task_type="sft").set_params(
+        epochs=1, batch_size=4, max_new_tokens=4, output_dir=str(tmp_path / "run"))
+    tuner.fit(questions, answers)
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+    answers_out = tuner.predict(questions[:2])
+    assert len(answers_out) == 2 and all(isinstance(a, str) for a in answers_out)
+    with pytest.raises(ValueError, match="predict_proba is for task_type='classification'"):
+        tuner.predict_proba(questions[:1])
+
+
+@pytest.mark.slow
+def test_embedded_minilm_loads_offline_and_learns(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts, labels = separable_rows(8, seed=6)
+    tuner = FineTuner(label_names=LABELS).set_params(learning_rate=1e-4, epochs=3, batch_size=8, max_length=32)
+    assert tuner.base_model == "minilm-l6-v2"
+    tuner.fit(texts, labels)
+    test_texts, test_labels = separable_rows(3, seed=7)
+    assert tuner.evaluate(test_texts, test_labels)["accuracy"] >= 0.9
+    loaded = FineTuner.load(tuner.save(tmp_path / "minilm"))
+    assert loaded.predict(test_texts) == tuner.predict(test_texts)
