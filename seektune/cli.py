@@ -48,7 +48,7 @@ def _quiet_libraries() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -66,12 +66,15 @@ def _guard(func, *args):
     from seektune.data.io import DataPathError
     from seektune.models.load import ModelNotFound
     from seektune.recipe import RecipeError
+    from seektune.train.checkpoint import NonFiniteLoss
     from seektune.train.methods import MethodUnavailable
 
     try:
         return func(*args)
     except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, ValueError, MethodUnavailable) as exc:
         _fail(str(exc))
+    except NonFiniteLoss as exc:
+        _fail(str(exc), code=3)
 
 
 def print_prepare_summary(run_dir: Path) -> None:

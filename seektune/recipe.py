@@ -235,6 +235,9 @@ class TrainSpec(_Section):
         None, description="Stop when val loss stops improving; the best checkpoint is kept and exported."
     )
     logging_steps: int = Field(5, gt=0)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Trackers that receive metrics and the run's config."
+    )
     seed: int = 42
     deterministic: bool = Field(False, description="Deterministic kernels (bit-reproducible on CPU; slower on GPU).")
     gradient_checkpointing: bool = False

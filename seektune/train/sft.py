@@ -69,6 +69,16 @@ def _precision(train) -> tuple[bool, bool]:
     return train.precision == "bf16", train.precision == "fp16"
 
 
+def trackers(names: list[str]) -> list[str]:
+    """The recipe's trackers, each checked to be installed (a missing one is an error, not a silent no-op)."""
+    import importlib.util
+
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise ValueError(f"train.report_to lists {name}, which is not installed: pip install {name}")
+    return list(names) or ["none"]
+
+
 def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
     from trl import SFTConfig
 
@@ -101,7 +111,7 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
         eval_steps=train.eval_steps,
         save_strategy=save_strategy,
         save_steps=train.eval_steps if stopping and train.eval_steps else (train.save_steps or 500),
-        save_total_limit=train.save_total_limit,
+        save_total_limit=None,  # retention is GuardedTrainer's: it never deletes the newest complete checkpoint
         load_best_model_at_end=bool(stopping),
         metric_for_best_model=stopping.metric if stopping else None,
         greater_is_better=False if stopping else None,
@@ -114,7 +124,7 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
         fp16=fp16,
         max_length=None,  # rows are already rendered and truncated by data.render
         train_sampling_strategy="group_by_length",  # less padding per batch
-        report_to=["tensorboard"],
+        report_to=trackers(train.report_to),
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
         disable_tqdm=False,
@@ -123,7 +133,7 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
 
 def run(recipe: Recipe) -> Path:
     """Fine-tune and save the adapter; returns the run directory."""
-    from trl import SFTTrainer
+    from seektune.train.checkpoint import GuardedTrainer, NonFiniteLoss, newest_complete
 
     run_dir = recipe.run_dir
     if not (run_dir / "data" / "train.jsonl").is_file():
@@ -157,7 +167,7 @@ def run(recipe: Recipe) -> Path:
 
         callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping.patience,
                                                recipe.train.early_stopping.min_delta))
-    trainer = SFTTrainer(
+    trainer = GuardedTrainer(
         model=loaded.model,
         args=training_args(recipe, run_dir, val_set is not None),
         train_dataset=train_set,
@@ -165,6 +175,7 @@ def run(recipe: Recipe) -> Path:
         processing_class=tokenizer,
         peft_config=peft_config(method, loaded.family, loaded.model) if method.name in PEFT_METHODS else None,
         callbacks=callbacks,
+        keep_checkpoints=recipe.train.save_total_limit,
     )
     trainable, total = count_parameters(trainer.model)
     print(f"seektune: {method.name} on {recipe.model.name} [{loaded.family.name}] - "
@@ -172,9 +183,17 @@ def run(recipe: Recipe) -> Path:
           f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens")
     resume = recipe.train.resume
     if resume == "auto":
-        checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        resume = str(checkpoints[-1]) if checkpoints else None
-    result = trainer.train(resume_from_checkpoint=resume)
+        newest = newest_complete(run_dir / "checkpoints")
+        resume = str(newest) if newest else None
+        print(f"seektune: resuming from {newest}" if newest else "seektune: no complete checkpoint; starting fresh")
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except NonFiniteLoss as exc:
+        # the optimiser has not stepped yet: these are the weights after the last good step
+        last_good = run_dir / "last-good"
+        trainer.model.save_pretrained(last_good, safe_serialization=True)
+        (last_good / "STEP").write_text(f"{exc.step - 1}\n", encoding="utf-8")
+        raise NonFiniteLoss(exc.step, exc.what, last_good) from None
 
     # peft methods save an adapter; full / freeze save the whole model (safetensors either way)
     out_dir = run_dir / ("adapter" if method.name in PEFT_METHODS else "model")

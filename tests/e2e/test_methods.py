@@ -75,3 +75,24 @@ def test_qlora_on_cpu_says_why_and_what_to_use(tmp_path, tiny_llama, faq_file):
 def test_trainable_parameters_are_reported(tmp_path, tiny_llama, faq_file, capsys):
     _train(tmp_path, tiny_llama, faq_file, name="freeze", train_last_layers=1)
     assert "trainable" in capsys.readouterr().out
+
+
+def test_early_stopping_stops_and_keeps_the_best(tmp_path, tiny_llama, faq_file):
+    import json
+
+    # a learning rate this high makes val loss worse after the first evaluations
+    recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run",
+                               train__max_steps=40, train__lr=0.5, train__eval_steps=2,
+                               train__early_stopping={"patience": 2})
+    run_dir = sft.run(load_recipe(recipe_file))
+    summary = json.loads((run_dir / "train.json").read_text())
+    evals = [h["eval_loss"] for h in summary["log_history"] if "eval_loss" in h]
+    assert summary["steps"] < 40, "stopped early"
+    best = min(evals)
+    assert evals[-1] > best and summary["best_checkpoint"].endswith(f"checkpoint-{2 * (evals.index(best) + 1)}")
+
+
+def test_missing_tracker_is_named(tmp_path, tiny_llama, faq_file):
+    recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run")
+    with pytest.raises(ValueError, match="wandb, which is not installed"):
+        sft.run(load_recipe(recipe_file, ["train.report_to=[wandb]"]))

@@ -28,8 +28,17 @@ from seektune.train.classify import (
 LABELS = ["billing", "shipping", "returns"]
 KEYWORDS = {"billing": "refund", "shipping": "parcel", "returns": "exchange"}
 FILLER = ["please", "help", "my", "order", "today", "thanks", "the", "is", "late", "again", "hello", "team"]
-FAST = {"learning_rate": 5e-3, "batch_size": 8, "epochs": 8, "warmup_ratio": 0.0, "logging_steps": 1,
+FAST = {"learning_rate": 1e-2, "batch_size": 8, "epochs": 12, "warmup_ratio": 0.0, "logging_steps": 1,
         "max_length": 32, "weight_decay": 0.0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Models this small train fastest on one thread, and two threads fight any other torch process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def separable_rows(n_per_class: int, seed: int) -> tuple[list[str], list[str]]:
@@ -202,7 +211,7 @@ def test_llama_without_pad_token_learns_and_gets_pad_id(llama_without_pad):
     texts, labels = separable_rows(12, seed=4)
     val_texts, val_labels = separable_rows(2, seed=5)
     assert load_classifier_tokenizer(str(llama_without_pad)).pad_token is not None
-    tuner = FineTuner(str(llama_without_pad), label_names=LABELS).set_params(**{**FAST, "epochs": 10})
+    tuner = FineTuner(str(llama_without_pad), label_names=LABELS).set_params(**FAST)
     tuner.fit(texts, labels, val_texts, val_labels)
     assert tuner.model.config.pad_token_id == tuner.tokenizer.eos_token_id
     assert any("eval_macro_f1" in h for h in tuner.history)

@@ -1,0 +1,213 @@
+"""Training you can trust: atomic checkpoints, exact resume, and a guard against non-finite losses.
+
+A checkpoint is written into ``checkpoints/.staging/``, gets a ``COMPLETE`` marker holding
+the sha256 of every file, and only then is renamed to ``checkpoints/checkpoint-N``. A run
+killed mid-save leaves at most a staging folder, which is never resumed from and is
+cleared on the next save. ``resume: auto`` takes the newest checkpoint whose marker and
+hashes check out; the Trainer then restores model, optimiser, scheduler, RNG state and
+data position, so the resumed run ends bit-identical to an uninterrupted one on a CPU.
+
+A loss or gradient that is not finite stops training before the optimiser step, so the
+weights on disk (``<run>/last-good``) are those of the last good step, and the command
+exits non-zero naming the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from trl import SFTTrainer
+
+MARKER = "COMPLETE"
+STAGING = ".staging"
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, what: str, saved: Path | None = None):
+        message = f"non-finite {what} at step {step}; training stopped before that step's update"
+        if saved is not None:
+            message += f"; the weights after step {step - 1} are in {saved}"
+        super().__init__(message)
+        self.step = step
+        self.what = what
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_marker(folder: Path, step: int) -> None:
+    files = {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+    os.replace(tmp, folder / MARKER)
+
+
+def is_complete(folder: Path, verify: bool = True) -> bool:
+    marker = folder / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        manifest = json.loads(marker.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError):
+        return False
+    for name, digest in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or (verify and _sha256(path) != digest):
+            return False
+    return True
+
+
+def _step_of(folder: Path) -> int:
+    try:
+        return int(folder.name.rsplit("-", 1)[-1])
+    except ValueError:
+        return -1
+
+
+def complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (by step)."""
+    if not checkpoints.is_dir():
+        return []
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and is_complete(p, verify=False)]
+    return sorted(found, key=_step_of)
+
+
+def newest_complete(checkpoints: Path) -> Path | None:
+    """The newest checkpoint whose marker and file hashes check out."""
+    for folder in reversed(complete_checkpoints(checkpoints)):
+        if is_complete(folder, verify=True):
+            return folder
+    return None
+
+
+def apply_retention(checkpoints: Path, keep: int | None, best: Path | None) -> None:
+    """Keep the newest ``keep`` complete checkpoints (and the best one); never the newest complete one."""
+    complete = complete_checkpoints(checkpoints)
+    if keep is None or len(complete) <= keep:
+        return
+    protected = set(complete[-keep:]) | ({best} if best else set())
+    for folder in complete:
+        if folder not in protected:
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in checkpoints.glob("checkpoint-*"):  # leftovers of an interrupted save with no marker
+        if folder.is_dir() and not (folder / MARKER).is_file() and _step_of(folder) < _step_of(complete[-1]):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fault(kind: str) -> int | None:
+    """Fault injection for tests: SEEKTUNE_FAULT=nan@3 | kill@5 | kill-in-save@4 (1-based optimiser steps)."""
+    spec = os.environ.get("SEEKTUNE_FAULT", "")
+    name, _, step = spec.partition("@")
+    return int(step) if name == kind and step.isdigit() else None
+
+
+class _EpochSeededLengthSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from ``seed + epoch`` instead of the global RNG.
+
+    transformers builds its length-grouped sampler without a generator, so the order of
+    an epoch depends on the global RNG when the epoch starts; a run resumed mid-epoch
+    restores the RNG of the checkpoint, not of the epoch's start, and would see the
+    remaining batches in another order. Seeding per epoch makes the order a function of
+    the epoch alone, which exact resume needs.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class GuardedTrainer(SFTTrainer):
+    """SFTTrainer with atomic checkpoints, our retention policy, a non-finite loss guard and
+    a data order that survives resuming."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        sampler = super()._get_train_sampler(*args, **kwargs)
+        if type(sampler) is LengthGroupedSampler:
+            sampler.__class__ = _EpochSeededLengthSampler
+            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler.epoch = 0
+        return sampler
+
+    def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keep_checkpoints = keep_checkpoints
+        self.add_callback(_FiniteGradients())
+        self.add_callback(_KillAtStep())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        step = self.state.global_step + 1
+        if model.training and _fault("nan") == step:
+            loss = loss * float("nan")
+            result = (loss, result[1]) if return_outputs else loss
+        if model.training and not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(step, "loss")
+        return result
+
+    def _save_checkpoint(self, model, trial) -> None:
+        final_root = Path(self.args.output_dir)
+        staging = final_root / STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        self.args.output_dir = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = str(final_root)
+        step = self.state.global_step
+        written = staging / f"checkpoint-{step}"
+        if _fault("kill-in-save") == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        write_marker(written, step)
+        target = final_root / written.name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(written, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.state.best_global_step:
+            best = final_root / f"checkpoint-{self.state.best_global_step}"
+            if best.exists():
+                self.state.best_model_checkpoint = str(best)
+        best_path = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
+        apply_retention(final_root, self.keep_checkpoints, best_path)
+
+
+class _FiniteGradients(TrainerCallback):
+    """Checks every gradient after clipping and before the optimiser step."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            return
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
+                raise NonFiniteLoss(state.global_step + 1, f"gradient ({name})")
+
+
+class _KillAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if _fault("kill") == state.global_step and not control.should_save:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save(self, args, state, control, **kwargs):
+        if _fault("kill") == state.global_step:
+            os.kill(os.getpid(), signal.SIGKILL)
