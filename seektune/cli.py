@@ -127,14 +127,43 @@ def prepare(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 
 
 @app.command()
-def train(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+def train(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    nproc: Annotated[
+        int,
+        typer.Option(help="Processes for data-parallel training (DDP through torchrun: one per GPU, or gloo on CPU). "
+                     "For FSDP / DeepSpeed use `accelerate launch --config_file configs/accelerate/<file> -m seektune "
+                     "train ...`."),
+    ] = 1,
+) -> None:
     """Fine-tune the recipe's model (prepares the data first if needed); writes <output_dir>/adapter/."""
     _quiet_libraries()
     from seektune.train import sft
 
     loaded = _load(recipe, overrides)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        run_distributed(loaded, recipe, overrides or [], nproc)
+        return
     run_dir = _guard(sft.run, loaded)
-    console.print(f"adapter written to {run_dir / 'adapter'}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        console.print(f"trained model written to {run_dir}")
+
+
+def run_distributed(loaded, recipe: Path, overrides: list[str], nproc: int) -> None:
+    """Prepare the data once here, then start ``nproc`` workers with torchrun; each runs `seektune train`."""
+    import subprocess
+
+    from seektune.data import prepare as prepare_stage
+
+    if not (loaded.run_dir / "data" / "train.jsonl").is_file():
+        _guard(prepare_stage.run, loaded)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "seektune", "train", str(recipe), *overrides]
+    console.print(f"launching {nproc} processes: {' '.join(command[2:])}", soft_wrap=True)
+    code = subprocess.call(command)
+    if code:
+        _fail(f"distributed training failed (exit {code}); see the workers' output above", code)
 
 
 @app.command(name="eval")

@@ -235,6 +235,9 @@ class TrainSpec(_Section):
         None, description="Stop when val loss stops improving; the best checkpoint is kept and exported."
     )
     logging_steps: int = Field(5, gt=0)
+    sampling: Literal["group_by_length", "random", "sequential"] = Field(
+        "group_by_length", description="Row order: length-grouped batches (least padding), shuffled, or as written."
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Trackers that receive metrics and the run's config."
     )

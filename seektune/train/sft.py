@@ -123,8 +123,9 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
         bf16=bf16,
         fp16=fp16,
         max_length=None,  # rows are already rendered and truncated by data.render
-        train_sampling_strategy="group_by_length",  # less padding per batch
+        train_sampling_strategy=train.sampling,  # group_by_length (default) pads least
         report_to=trackers(train.report_to),
+        use_cpu=not on_gpu,  # also what makes accelerate set up gloo DDP for CPU workers under torchrun
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
         disable_tqdm=False,
@@ -136,9 +137,13 @@ def run(recipe: Recipe) -> Path:
     from seektune.train.checkpoint import GuardedTrainer, NonFiniteLoss, newest_complete
 
     run_dir = recipe.run_dir
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate launch
     if not (run_dir / "data" / "train.jsonl").is_file():
+        if not main_process:
+            raise RuntimeError("distributed workers expect prepared data; `seektune train --nproc` prepares it first")
         prepare.run(recipe)
-    save_resolved(recipe, run_dir)
+    if main_process:
+        save_resolved(recipe, run_dir)
     method = recipe.method
     check_available(method)
     loaded = load_model(
@@ -154,7 +159,8 @@ def run(recipe: Recipe) -> Path:
     train_set, train_rejects = render_split(tokenizer, read_jsonl(run_dir / "data" / "train.jsonl"), max_length, "train")
     val_records = read_jsonl(run_dir / "data" / "val.jsonl")
     val_set, val_rejects = render_split(tokenizer, val_records, max_length, "val")
-    _append_rejects(run_dir, train_rejects + val_rejects)
+    if main_process:
+        _append_rejects(run_dir, train_rejects + val_rejects)
     for reject in train_rejects + val_rejects:
         log.warning("skipping %s: %s (%s)", reject.origin, reject.reason, reject.detail)
     if train_set is None:
@@ -178,9 +184,10 @@ def run(recipe: Recipe) -> Path:
         keep_checkpoints=recipe.train.save_total_limit,
     )
     trainable, total = count_parameters(trainer.model)
-    print(f"seektune: {method.name} on {recipe.model.name} [{loaded.family.name}] - "
-          f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
-          f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens")
+    if main_process:
+        print(f"seektune: {method.name} on {recipe.model.name} [{loaded.family.name}] - "
+              f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
+              f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens")
     resume = recipe.train.resume
     if resume == "auto":
         newest = newest_complete(run_dir / "checkpoints")
@@ -195,6 +202,8 @@ def run(recipe: Recipe) -> Path:
         (last_good / "STEP").write_text(f"{exc.step - 1}\n", encoding="utf-8")
         raise NonFiniteLoss(exc.step, exc.what, last_good) from None
 
+    if not trainer.is_world_process_zero():
+        return run_dir
     # peft methods save an adapter; full / freeze save the whole model (safetensors either way)
     out_dir = run_dir / ("adapter" if method.name in PEFT_METHODS else "model")
     trainer.model.save_pretrained(out_dir, safe_serialization=True)
