@@ -207,7 +207,11 @@ class MethodSpec(_Section):
 
 class EarlyStoppingSpec(_Section):
     patience: int = Field(3, gt=0, description="Evaluations without improvement before training stops.")
-    metric: Literal["eval_loss"] = "eval_loss"
+    metric: Literal["eval_loss", "rougeL", "bleu", "fact_accuracy"] = Field(
+        "eval_loss", description="val loss, or a generation metric on the first generation_rows val rows."
+    )
+    generation_rows: int = Field(16, gt=0, description="Val rows answered at each evaluation for a generation metric.")
+    max_new_tokens: int = Field(64, gt=0)
     min_delta: float = Field(0.0, ge=0)
 
 

@@ -113,8 +113,9 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
         save_steps=train.eval_steps if stopping and train.eval_steps else (train.save_steps or 500),
         save_total_limit=None,  # retention is GuardedTrainer's: it never deletes the newest complete checkpoint
         load_best_model_at_end=bool(stopping),
-        metric_for_best_model=stopping.metric if stopping else None,
-        greater_is_better=False if stopping else None,
+        metric_for_best_model=(stopping.metric if stopping.metric == "eval_loss" else f"eval_{stopping.metric}")
+        if stopping else None,
+        greater_is_better=(stopping.metric != "eval_loss") if stopping else None,
         logging_steps=train.logging_steps,
         seed=train.seed,
         data_seed=train.seed,
@@ -168,11 +169,16 @@ def run(recipe: Recipe) -> Path:
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     callbacks = []
-    if recipe.train.early_stopping and val_set is not None:
+    stopping = recipe.train.early_stopping
+    if stopping and val_set is not None:
         from transformers import EarlyStoppingCallback
 
-        callbacks.append(EarlyStoppingCallback(recipe.train.early_stopping.patience,
-                                               recipe.train.early_stopping.min_delta))
+        from seektune.train.callbacks import GenerationMetric
+
+        if stopping.metric != "eval_loss":  # must run before EarlyStoppingCallback reads the metric
+            callbacks.append(GenerationMetric(tokenizer, [r for r in val_records if "messages" in r],
+                                              stopping.metric, stopping.generation_rows, stopping.max_new_tokens))
+        callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.min_delta))
     trainer = GuardedTrainer(
         model=loaded.model,
         args=training_args(recipe, run_dir, val_set is not None),

@@ -96,3 +96,16 @@ def test_missing_tracker_is_named(tmp_path, tiny_llama, faq_file):
     recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run")
     with pytest.raises(ValueError, match="wandb, which is not installed"):
         sft.run(load_recipe(recipe_file, ["train.report_to=[wandb]"]))
+
+
+def test_early_stopping_on_a_generation_metric(tmp_path, tiny_llama, faq_file):
+    import json
+
+    recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run",
+                               train__max_steps=12, train__lr=1e-2, train__eval_steps=2,
+                               train__early_stopping={"patience": 2, "metric": "rougeL", "generation_rows": 4,
+                                                      "max_new_tokens": 6})
+    run_dir = sft.run(load_recipe(recipe_file))
+    history = json.loads((run_dir / "train.json").read_text())["log_history"]
+    scores = [h["eval_rougeL"] for h in history if "eval_rougeL" in h]
+    assert scores and all(0 <= s <= 1 for s in scores)

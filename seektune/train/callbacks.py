@@ -1,0 +1,40 @@
+"""Trainer callbacks: a generation metric on the val split for early stopping and best-model selection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import TrainerCallback
+
+from seektune.evaluate.generate import generate_answers
+from seektune.evaluate.metrics import language_of, score
+
+
+class GenerationMetric(TrainerCallback):
+    """At each evaluation, answer the first ``rows`` val questions greedily and add
+    ``eval_<metric>`` (rougeL, bleu or fact_accuracy) to the metrics, so early stopping and
+    the best checkpoint can follow what users care about rather than val loss alone."""
+
+    def __init__(self, tokenizer, records: list[dict[str, Any]], metric: str, rows: int, max_new_tokens: int):
+        self.tokenizer = tokenizer
+        self.records = records[:rows]
+        self.metric = metric
+        self.max_new_tokens = max_new_tokens
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        if model is None or metrics is None or not self.records:
+            return
+        was_training = model.training
+        answers = generate_answers(model, self.tokenizer, [r["messages"] for r in self.records],
+                                   batch_size=args.per_device_eval_batch_size, max_new_tokens=self.max_new_tokens,
+                                   desc=f"val {self.metric}")
+        if was_training:
+            model.train()
+        references = [r["messages"][-1]["content"] for r in self.records]
+        facts = [r["meta"].get("facts") or [] for r in self.records]
+        lang = "zh" if all(language_of(ref) == "zh" for ref in references) else "en"
+        value = score([a["answer"] for a in answers], references, facts, lang)[self.metric]
+        metrics[f"eval_{self.metric}"] = 0.0 if value is None else value
+        # the Trainer logged this evaluation before calling us: add the metric to that entry too
+        if state.log_history and "eval_loss" in state.log_history[-1]:
+            state.log_history[-1][f"eval_{self.metric}"] = metrics[f"eval_{self.metric}"]
