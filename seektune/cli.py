@@ -41,6 +41,7 @@ def _quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight-loading bars; training and generation keep theirs
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)
