@@ -66,7 +66,8 @@ CORES: dict[str, list[str]] = {
         "Could you send me a statement of every charge on my account from last year?",
         "My gift card was bought two years ago and now it says expired. I thought they lasted seven years.",
         "I was charged $6.25 gift wrap for four items but only two were wrapped.",
-        "I bought a {amount} e-gift card for my sister and the charge went through, but I want to pay for it with PayPal instead.",
+        "I bought a {amount} e-gift card for my sister and the charge went through, "
+        "but I want to pay for it with PayPal instead.",
         "Do you take Discover? I only have that card and American Express.",
         "Why do I see three separate charges for one order?",
         "Please refund the extra {amount} you took. I have the receipt showing the correct price.",
@@ -308,6 +309,20 @@ ASIDE_TOPICS = {  # which other topics may come up in passing in a ticket of eac
     "product": ["shipping", "billing", "returns"],
 }
 
+# Background that says nothing about the queue; it makes some tickets long, as real ones are.
+BACKSTORY = [
+    "We're furnishing a new place, so I've ordered quite a lot from you over the past month.",
+    "My partner placed the order but I'm the one dealing with it.",
+    "I've been a Petal Points member for a couple of years and usually have no problems.",
+    "This was meant to be a birthday present for my dad.",
+    "We're hosting family next weekend, so the timing really matters to me.",
+    "I run a small holiday rental and bought several things for it.",
+    "I called yesterday but the wait was over 40 minutes, so I'm trying email instead.",
+    "English is not my first language, sorry for any mistakes.",
+    "I've told three friends about your store, so I'd like this to go well.",
+    "I work nights, so email is easiest for me.",
+]
+
 GREETINGS = ["Hi,", "Hello,", "Hey there,", "Good morning,", "Dear Larkspur Goods team,", "Hi Larkspur,",
              "To whom it may concern,", "Hello support,", "Hiya,", "Good afternoon,", "Hi team,"]
 OPENERS = {
@@ -351,11 +366,21 @@ SLOTS: dict[str, list[str]] = {
 }
 
 
-def fill(template: str, rng: random.Random) -> str:
-    """Fill each {slot} in ``template`` with a random value (numbers and ids are generated)."""
+def fill(template: str, rng: random.Random, chosen: dict[str, str] | None = None) -> str:
+    """Fill each {slot} in ``template`` with a random value (numbers and ids are generated).
+
+    ``chosen`` keeps one value per slot for a whole ticket, so its aside praises the same
+    product that its core complains about.
+    """
+    chosen = {} if chosen is None else chosen
 
     def value(match: re.Match) -> str:
         slot = match.group(1)
+        if slot not in chosen:
+            chosen[slot] = random_value(slot)
+        return chosen[slot]
+
+    def random_value(slot: str) -> str:
         if slot in SLOTS:
             return rng.choice(SLOTS[slot])
         if slot == "order":
@@ -423,8 +448,9 @@ def compose(core: str, label: str, rng: random.Random) -> str:
     """Wrap one filled core in the parts a customer might add around it."""
     short = len(core) < 40
     mood = rng.choices(["polite", "neutral", "angry"], weights=[4, 3, 2])[0]
+    chosen: dict[str, str] = {}
     if short and rng.random() < 0.6:
-        return roughen(fill(core, rng), mood, rng)
+        return roughen(fill(core, rng, chosen), mood, rng)
     if core[-1] not in ".?!" and rng.random() < 0.5:
         core += rng.choice(["?", ".", "!"])
     parts = []
@@ -432,17 +458,19 @@ def compose(core: str, label: str, rng: random.Random) -> str:
         parts.append(rng.choice(GREETINGS))
     if rng.random() < 0.5:
         parts.append(rng.choice(OPENERS[mood]))
-    body = [fill(core, rng)]
+    body = [fill(core, rng, chosen)]
+    if not short and rng.random() < 0.25:
+        body[:0] = rng.sample(BACKSTORY, rng.choice([1, 1, 2]))
     if rng.random() < 0.55:
-        body.append(fill(rng.choice(DETAILS[label]), rng))
+        body.append(fill(rng.choice(DETAILS[label]), rng, chosen))
     if rng.random() < 0.3:
-        aside = fill(rng.choice(ASIDES[rng.choice(ASIDE_TOPICS[label])]), rng)
+        aside = fill(rng.choice(ASIDES[rng.choice(ASIDE_TOPICS[label])]), rng, chosen)
         body.insert(rng.randrange(len(body) + 1), aside)
     parts.extend(body)
     if rng.random() < 0.6:
         parts.append(rng.choice(CLOSERS[mood]))
     if rng.random() < 0.4:
-        parts.append(fill(rng.choice(SIGNOFFS), rng))
+        parts.append(fill(rng.choice(SIGNOFFS), rng, chosen))
     text = " ".join(p for p in parts if p)
     if rng.random() < 0.25:  # some people write in lines
         text = text.replace(". ", ".\n", rng.randint(1, 2))

@@ -171,7 +171,7 @@ def label_ids(labels: Sequence[int | str], label_names: list[str] | None, num_cl
 def _check_lengths(texts: Sequence[str], labels: Sequence[Any], what: str) -> None:
     if len(texts) != len(labels):
         raise ValueError(f"{what}: {len(texts)} texts but {len(labels)} labels")
-    if not texts:
+    if len(texts) == 0:  # len(), not truthiness: numpy arrays and pandas Series are welcome
         raise ValueError(f"{what}: no texts")
 
 
@@ -182,8 +182,9 @@ def macro_auc_ovr(label_ids_true: Sequence[int], probabilities: np.ndarray) -> f
     """One-vs-rest ROC AUC, macro-averaged over the classes present in ``label_ids_true``.
 
     Equals ``roc_auc_score(y, p, multi_class="ovr", average="macro")`` when every class
-    occurs; done per class here because scikit-learn raises when a class is missing from
-    a small test split, where the AUC of the classes that do occur is still meaningful.
+    occurs; done per class here because scikit-learn raises (or, given ``labels``, returns
+    nan) when a class is missing from a small test split, where the AUC of the classes
+    that do occur is still meaningful.
     None when fewer than two classes occur (AUC is undefined).
     """
     from sklearn.metrics import roc_auc_score
@@ -408,7 +409,8 @@ class FineTuner:
         try:
             self.params = ClassifierParams.model_validate({**self.params.model_dump(exclude_unset=True), **params})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
+                                 for e in exc.errors())
             raise ParamsError(problems) from None
         return self
 
@@ -439,7 +441,9 @@ class FineTuner:
         set_seed(self.params.seed)  # the new classifier head is initialised from torch's RNG
         self.model = load_sequence_classifier(path, self.names, self.tokenizer.pad_token_id)
         train_set = encode_texts(self.tokenizer, train_texts, train_ids, self.params.max_length)
-        val_set = None if val_texts is None else encode_texts(self.tokenizer, val_texts, val_ids, self.params.max_length)
+        val_set = None
+        if val_texts is not None:
+            val_set = encode_texts(self.tokenizer, val_texts, val_ids, self.params.max_length)
         with tempfile.TemporaryDirectory(prefix="seektune-classify-") as scratch:
             self.history = train_classifier(
                 self.model, self.tokenizer, self.params, train_set, val_set, self.params.output_dir or scratch

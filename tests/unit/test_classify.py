@@ -201,7 +201,7 @@ def test_int_labels_predict_ints_and_fit_is_deterministic(tiny_bert):
     texts, labels = separable_rows(4, seed=3)
     ids = [LABELS.index(label) for label in labels]
     params = {**FAST, "epochs": 2}
-    first = FineTuner(str(tiny_bert), num_classes=3).set_params(**params).fit(texts, ids)
+    first = FineTuner(str(tiny_bert), num_classes=3).set_params(**params).fit(np.array(texts), np.array(ids))
     second = FineTuner(str(tiny_bert), num_classes=3).set_params(**params).fit(texts, ids)
     assert all(isinstance(p, int) for p in first.predict(texts))
     np.testing.assert_array_equal(first.predict_proba(texts), second.predict_proba(texts))
