@@ -196,8 +196,12 @@ def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     console.rule("[bold]2/3 train")
     _guard(sft.run, loaded)
     console.rule("[bold]3/3 evaluate")
-    metrics = _guard(eval_stage.run, run_dir)
-    print_metrics(metrics)
+    if loaded.task == "classification":
+        metrics = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))["tuned"]
+        console.print({k: v for k, v in metrics.items() if k != "confusion_matrix"})
+    else:
+        metrics = _guard(eval_stage.run, run_dir)
+        print_metrics(metrics)
     minutes = (time.time() - started) / 60
     console.print(f"run directory: {run_dir}  ({minutes:.1f} min)\n"
                   f"try it: seektune chat {run_dir}")

@@ -260,12 +260,21 @@ class EvalSpec(_Section):
 
 
 class Recipe(_Section):
+    task: Literal["sft", "classification"] = Field(
+        "sft", description="sft: a chat assistant; classification: a label per text (rows {text, label}).")
+    labels: list[str] | None = Field(None, description="classification: the label names, in id order.")
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     output_dir: str = Field("runs/run", description="Run directory, relative to the working directory.")
+
+    @model_validator(mode="after")
+    def _classification_needs_labels(self) -> "Recipe":
+        if self.task == "classification" and not self.labels:
+            raise ValueError("task classification needs labels: [name, ...] (the label names, in id order)")
+        return self
 
     @field_validator("model", mode="before")
     @classmethod

@@ -1,17 +1,26 @@
-"""Text metrics shared by every stage: ROUGE-L (rouge-score), BLEU (sacrebleu) and fact accuracy.
+"""Text metrics shared by every stage, so base, tuned and served models are scored one way.
 
-Chinese is scored at the character level for ROUGE and with sacrebleu's ``zh``
-tokeniser for BLEU; a text counts as Chinese when a good share of its letters are CJK.
+BLEU and chrF come from sacrebleu, ROUGE from rouge-score, classification metrics
+from scikit-learn; the rest (distinct-n, exact match, term coverage, numeric error,
+answer length) are a few lines each and are written here.
+
+Chinese is scored at the character level for ROUGE and distinct-n and with sacrebleu's
+``zh`` tokeniser for BLEU; a text counts as Chinese when a good share of its letters are CJK.
+Answers from reasoning models should go through :func:`strip_reasoning` first, so the
+``<think>`` block is never scored as the answer.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\w", re.UNICODE)
+_WORD_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def language_of(text: str) -> str:
@@ -34,18 +43,74 @@ class _CharTokenizer:
         return self._TOKEN.findall(text.lower())
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], lang: str = "en") -> float:
-    """Mean ROUGE-L F1 over pairs (0-1)."""
+def tokens_of(text: str) -> list[str]:
+    """Lower-cased tokens: words for English, single ideographs for Chinese (by :func:`language_of`).
+
+    Punctuation is dropped, so "days." and "days" are one token.
+    """
+    if language_of(text) == "zh":
+        return _CharTokenizer().tokenize(text)
+    return _WORD_TOKEN.findall(text.lower())
+
+
+# ---------------------------------------------------------------- reasoning
+
+
+_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def strip_reasoning(text: str) -> tuple[str, int]:
+    """R1-style output -> ``(answer, reasoning_chars)``; the reasoning is never scored as the answer.
+
+    Every closed ``<think>...</think>`` block is removed. A ``</think>`` with no opening tag
+    (R1 chat templates put ``<think>`` in the prompt) makes everything before it reasoning;
+    an unclosed ``<think>`` (generation cut off mid-thought) makes everything after it
+    reasoning, so the answer is empty. ``reasoning_chars`` counts the reasoning text with
+    surrounding whitespace stripped; the answer is stripped too.
+    """
+    reasoning: list[str] = []
+    if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
+        head, text = text.split("</think>", 1)
+        reasoning.append(head)
+
+    def _take(match: re.Match[str]) -> str:
+        reasoning.append(match.group(1))
+        return ""
+
+    text = _THINK_BLOCK.sub(_take, text)
+    if "<think>" in text:
+        text, tail = text.split("<think>", 1)
+        reasoning.append(tail)
+    return text.strip(), sum(len(part.strip()) for part in reasoning)
+
+
+# ---------------------------------------------------------------- overlap with the reference
+
+
+def _rouge(predictions: Sequence[str], references: Sequence[str], key: str, lang: str) -> float:
+    """Mean rouge-score F1 for ``key`` ('rouge1', 'rougeL', ...) over pairs; CJK by character."""
     from rouge_score import rouge_scorer
 
     if not predictions:
         return 0.0
     if lang == "zh":
-        scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_CharTokenizer())
+        scorer = rouge_scorer.RougeScorer([key], tokenizer=_CharTokenizer())
     else:
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+        scorer = rouge_scorer.RougeScorer([key], use_stemmer=False)
+    scores = [scorer.score(ref, pred)[key].fmeasure for pred, ref in zip(predictions, references)]
     return sum(scores) / len(scores)
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str], lang: str = "en") -> float:
+    """Mean ROUGE-L F1 over pairs (0-1)."""
+    return _rouge(predictions, references, "rougeL", lang)
+
+
+def rouge_n(predictions: Sequence[str], references: Sequence[str], n: int = 1, lang: str = "en") -> float:
+    """Mean ROUGE-N F1 over pairs (0-1); ``n=1`` is ROUGE-1, ``n=2`` ROUGE-2."""
+    if not 1 <= n <= 9:
+        raise ValueError(f"rouge-score supports ROUGE-1 to ROUGE-9, not ROUGE-{n}")
+    return _rouge(predictions, references, f"rouge{n}", lang)
 
 
 def bleu(predictions: Sequence[str], references: Sequence[str], lang: str = "en") -> float:
@@ -57,9 +122,32 @@ def bleu(predictions: Sequence[str], references: Sequence[str], lang: str = "en"
     return sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize="zh" if lang == "zh" else "13a").score
 
 
+def chrf(predictions: Sequence[str], references: Sequence[str], lang: str = "en") -> float:
+    """sacrebleu corpus chrF (character 6-grams, beta 2; 0-100).
+
+    chrF works on characters with whitespace removed, so it needs no tokeniser and treats
+    Chinese and English alike; ``lang`` is accepted only so every metric here is called the same way.
+    """
+    import sacrebleu
+
+    del lang
+    if not predictions:
+        return 0.0
+    return sacrebleu.corpus_chrf(list(predictions), [list(references)]).score
+
+
 def normalise_for_match(text: str) -> str:
+    """NFKC (full-width digits and letters to ASCII), lower case, whitespace runs collapsed."""
     text = unicodedata.normalize("NFKC", text).lower()
     return re.sub(r"\s+", " ", text).strip()
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Share of pairs equal after :func:`normalise_for_match` (0-1)."""
+    if not predictions:
+        return 0.0
+    same = [normalise_for_match(p) == normalise_for_match(r) for p, r in zip(predictions, references)]
+    return sum(same) / len(same)
 
 
 def facts_found(answer: str, facts: Sequence[str]) -> list[bool]:
@@ -73,10 +161,232 @@ def fact_accuracy(answers: Sequence[str], facts: Sequence[Sequence[str]]) -> flo
     return sum(scored) / len(scored) if scored else None
 
 
-def score(predictions: Sequence[str], references: Sequence[str], facts: Sequence[Sequence[str]], lang: str) -> dict:
+def _term_in(term: str, text_n: str) -> bool:
+    """Whether a glossary term occurs in normalised text.
+
+    Latin terms must stand as whole words ("RMA" is not found in "pharmacy"); a
+    neighbouring CJK character is still a boundary, so "LarkCare在" holds "LarkCare".
+    CJK terms are plain substrings, since Chinese has no spaces between words.
+    """
+    term_n = normalise_for_match(term)
+    if not term_n:
+        return False
+    return re.search(rf"(?<![a-z0-9]){re.escape(term_n)}(?![a-z0-9])", text_n) is not None
+
+
+def term_coverage(
+    predictions: Sequence[str], terms: Sequence[str], references: Sequence[str] | None = None
+) -> float | None:
+    """How well answers use the domain's vocabulary (0-1); None when no row can be scored.
+
+    With ``references`` (the usual case): per row, the glossary terms found in the answer
+    among those found in the reference, i.e. recall of the reference's domain terms; rows
+    whose reference holds no glossary term are skipped. Terms the answer adds beyond the
+    reference neither help nor hurt.
+    Without ``references``: per row, the share of the whole glossary found in the answer.
+    Either way the per-row shares are averaged over rows. Matching is case- and
+    width-insensitive (:func:`normalise_for_match`); see :func:`_term_in` for word boundaries.
+    """
+    glossary = list(dict.fromkeys(t for t in terms if normalise_for_match(t)))
+    if not glossary or not predictions:
+        return None
+    shares = []
+    for i, prediction in enumerate(predictions):
+        wanted = glossary
+        if references is not None:
+            reference_n = normalise_for_match(references[i])
+            wanted = [t for t in glossary if _term_in(t, reference_n)]
+            if not wanted:
+                continue
+        answer_n = normalise_for_match(prediction)
+        shares.append(sum(_term_in(t, answer_n) for t in wanted) / len(wanted))
+    return sum(shares) / len(shares) if shares else None
+
+
+# ---------------------------------------------------------------- the answers themselves
+
+
+def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int = 1) -> float:
+    """Unique n-grams / total n-grams over the whole set (0-1); 0.0 when there are no n-grams.
+
+    A diversity measure: low values mean the model repeats itself across answers. n-grams
+    never cross two texts; tokens are words for English and ideographs for Chinese (:func:`tokens_of`).
+    """
+    if n < 1:
+        raise ValueError(f"distinct-n needs n >= 1, got {n}")
+    grams = [gram for text in texts for gram in _ngrams(tokens_of(text), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def answer_length(texts: Sequence[str]) -> dict[str, float]:
+    """Mean characters (whitespace-stripped text) and mean words per answer.
+
+    Words are :func:`tokens_of` tokens, so each Chinese ideograph counts as one word and
+    punctuation counts as none.
+    """
+    if not texts:
+        return {"chars": 0.0, "words": 0.0}
     return {
+        "chars": sum(len(t.strip()) for t in texts) / len(texts),
+        "words": sum(len(tokens_of(t)) for t in texts) / len(texts),
+    }
+
+
+# ---------------------------------------------------------------- numeric answers
+
+# An optional minus (ASCII hyphen, U+2212 or en dash) that is not part of a word or range
+# ("2-3 days" gives 2, "-5" gives -5), an optional currency sign, then digits with
+# optional thousands commas and decimals.
+_NUMBER = re.compile(
+    r"(?P<sign>(?<![\w.])[-\u2212\u2013])?(?:[$€£¥]\s?)?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<frac>\.\d+)?"
+)
+
+
+def first_number(text: str) -> float | None:
+    """The first number in ``text``, or None.
+
+    Full-width digits are read (NFKC), thousands commas dropped ("1,299.50" -> 1299.5),
+    currency signs skipped ("$4.95" -> 4.95, "-$5" -> -5), units ignored ("45天" -> 45).
+    A comma not followed by exactly three digits ends the number ("12,34" -> 12);
+    European "1.299,50" is not understood.
+    """
+    match = _NUMBER.search(unicodedata.normalize("NFKC", text))
+    if not match:
+        return None
+    value = float(match.group("int").replace(",", "") + (match.group("frac") or ""))
+    return -value if match.group("sign") else value
+
+
+def _numeric_pairs(predictions: Sequence[str], references: Sequence[str]) -> tuple[list[float], dict[str, int]]:
+    """Absolute errors of rows where both sides hold a number, and counts of the rows left out.
+
+    A reference without a number means the row is not a numeric question, so it is left
+    out; a prediction without a number is a failure of the model, counted separately so a
+    model that stops answering with numbers cannot look more accurate.
+    """
+    errors: list[float] = []
+    counts = {"n_scored": 0, "prediction_without_number": 0, "reference_without_number": 0}
+    for prediction, reference in zip(predictions, references):
+        truth = first_number(reference)
+        if truth is None:
+            counts["reference_without_number"] += 1
+            continue
+        guess = first_number(prediction)
+        if guess is None:
+            counts["prediction_without_number"] += 1
+            continue
+        errors.append(abs(guess - truth))
+        counts["n_scored"] += 1
+    return errors, counts
+
+
+def mae(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """Mean absolute error of the first numbers (:func:`first_number`).
+
+    ``{"mae": float | None, "n_scored", "prediction_without_number", "reference_without_number"}``;
+    ``mae`` is None when no row has a number on both sides.
+    """
+    errors, counts = _numeric_pairs(predictions, references)
+    return {"mae": sum(errors) / len(errors) if errors else None, **counts}
+
+
+def rmse(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """Root mean squared error of the first numbers; same shape and row rules as :func:`mae`."""
+    errors, counts = _numeric_pairs(predictions, references)
+    return {"rmse": math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else None, **counts}
+
+
+# ---------------------------------------------------------------- classification
+
+
+def accuracy(labels_true: Sequence[Hashable], labels_pred: Sequence[Hashable]) -> float:
+    """Share of exact label matches (scikit-learn ``accuracy_score``)."""
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(list(labels_true), list(labels_pred)))
+
+
+def macro_f1(
+    labels_true: Sequence[Hashable], labels_pred: Sequence[Hashable], labels: Sequence[Hashable] | None = None
+) -> float:
+    """Unweighted mean of per-class F1 (scikit-learn, ``zero_division=0``).
+
+    Classes default to those occurring in either sequence; pass ``labels`` to average over a
+    fixed label set, so a class the model never predicts and the split never holds still counts.
+    """
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(list(labels_true), list(labels_pred), labels=labels, average="macro", zero_division=0))
+
+
+def auc_roc(labels_true: Sequence[Hashable], scores: Any, classes: Sequence[Hashable] | None = None) -> float | None:
+    """ROC AUC; None when fewer than two classes occur in ``labels_true`` (AUC is undefined).
+
+    Binary: ``scores`` is one score per row for the positive class, which is ``classes[1]``
+    (default: the larger of the two labels, scikit-learn's convention).
+    Multi-class: ``scores`` is ``(rows, len(classes))`` with column k scoring ``classes[k]``
+    (default classes: ``0 .. k-1``); the result is one-vs-rest AUC averaged over the classes
+    that occur. Done per class rather than with ``multi_class="ovr"`` because scikit-learn
+    refuses a small test split that lacks a class, whose other classes still have a meaningful AUC.
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.asarray(list(labels_true))
+    present = sorted(set(truth.tolist()))
+    if len(present) < 2:
+        return None
+    values = np.asarray(scores, dtype=float)
+    if values.ndim == 1:
+        positive = classes[1] if classes is not None else present[-1]
+        if len(present) > 2:
+            raise ValueError(f"one score per row needs two classes, but labels_true holds {len(present)}")
+        return float(roc_auc_score(truth == positive, values))
+    columns = list(classes) if classes is not None else list(range(values.shape[1]))
+    if len(columns) != values.shape[1]:
+        raise ValueError(f"scores have {values.shape[1]} columns but {len(columns)} classes were given")
+    unknown = [label for label in present if label not in columns]
+    if unknown:
+        raise ValueError(f"labels {unknown} have no score column; classes are {columns}")
+    return float(np.mean([roc_auc_score(truth == label, values[:, columns.index(label)]) for label in present]))
+
+
+# ---------------------------------------------------------------- everything at once
+
+
+def score(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    facts: Sequence[Sequence[str]],
+    lang: str,
+    *,
+    full: bool = False,
+) -> dict:
+    """The eval stage's scores for one system: n, rougeL, bleu, fact_accuracy.
+
+    ``full=True`` adds rouge1, rouge2, chrf, distinct_1, distinct_2, exact_match,
+    answer_chars and answer_words; the default stays cheap for per-language breakdowns.
+    """
+    result = {
         "n": len(predictions),
         "rougeL": rouge_l(predictions, references, lang),
         "bleu": bleu(predictions, references, lang),
         "fact_accuracy": fact_accuracy(predictions, facts),
     }
+    if full:
+        length = answer_length(predictions)
+        result.update({
+            "rouge1": rouge_n(predictions, references, 1, lang),
+            "rouge2": rouge_n(predictions, references, 2, lang),
+            "chrf": chrf(predictions, references, lang),
+            "distinct_1": distinct_n(predictions, 1),
+            "distinct_2": distinct_n(predictions, 2),
+            "exact_match": exact_match(predictions, references),
+            "answer_chars": length["chars"],
+            "answer_words": length["words"],
+        })
+    return result

@@ -560,3 +560,46 @@ class FineTuner:
         if torch.cuda.is_available():
             tuner.model.to("cuda")
         return tuner
+
+
+# ------------------------------------------------------------------ the recipe stage (task: classification)
+
+
+def run(recipe) -> Path:
+    """``seektune train recipe.yaml`` with ``task: classification``: rows ``{text, label}`` (label in
+    ``data.meta_fields``) -> ``<run>/classifier/`` and ``<run>/eval/metrics.json`` on the test split."""
+    import json
+
+    from seektune.data import prepare
+    from seektune.data.io import read_jsonl
+    from seektune.recipe import save_resolved
+
+    run_dir = recipe.run_dir
+    if not (run_dir / "data" / "train.jsonl").is_file():
+        prepare.run(recipe)
+    save_resolved(recipe, run_dir)
+
+    def split(name: str) -> tuple[list[str], list[str]]:
+        rows = [r for r in read_jsonl(run_dir / "data" / f"{name}.jsonl") if "text" in r]
+        missing = [r["meta"].get("origin") for r in rows if "label" not in r["meta"]]
+        if missing:
+            raise ValueError(f"rows without a label (add 'label' to data.meta_fields?): {missing[:5]}")
+        return [r["text"] for r in rows], [str(r["meta"]["label"]) for r in rows]
+
+    train_x, train_y = split("train")
+    val_x, val_y = split("val")
+    test_x, test_y = split("test")
+    if not train_x:
+        raise ValueError("no {text, label} rows in the train split; task classification expects them")
+    base = recipe.model.name if recipe.model.name != "smollm2-135m-instruct" else "minilm-l6-v2"
+    tuner = FineTuner(base, task_type="classification", label_names=list(recipe.labels))
+    tuner.set_params(learning_rate=recipe.train.lr, batch_size=recipe.train.batch_size, epochs=recipe.train.epochs,
+                     max_length=recipe.data.max_length, seed=recipe.train.seed, weight_decay=recipe.train.weight_decay,
+                     warmup_ratio=recipe.train.warmup_ratio)
+    tuner.fit(train_x, train_y, val_x or None, val_y or None)
+    tuner.save(run_dir / "classifier")
+    if test_x:
+        metrics = {"tuned": tuner.evaluate(test_x, test_y), "split": "test", "task": "classification"}
+        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+        (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return run_dir

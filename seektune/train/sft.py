@@ -137,6 +137,10 @@ def run(recipe: Recipe) -> Path:
     """Fine-tune and save the adapter; returns the run directory."""
     from seektune.train.checkpoint import GuardedTrainer, NonFiniteLoss, newest_complete
 
+    if recipe.task == "classification":
+        from seektune.train import classify
+
+        return classify.run(recipe)
     run_dir = recipe.run_dir
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate launch
     if not (run_dir / "data" / "train.jsonl").is_file():

@@ -109,3 +109,4 @@ def test_early_stopping_on_a_generation_metric(tmp_path, tiny_llama, faq_file):
     history = json.loads((run_dir / "train.json").read_text())["log_history"]
     scores = [h["eval_rougeL"] for h in history if "eval_rougeL" in h]
     assert scores and all(0 <= s <= 1 for s in scores)
+

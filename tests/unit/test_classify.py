@@ -244,3 +244,30 @@ def test_embedded_minilm_loads_offline_and_learns(tmp_path, monkeypatch):
     assert tuner.evaluate(test_texts, test_labels)["accuracy"] >= 0.9
     loaded = FineTuner.load(tuner.save(tmp_path / "minilm"))
     assert loaded.predict(test_texts) == tuner.predict(test_texts)
+
+
+def test_classification_task_through_a_recipe(tiny_bert, tmp_path):
+    import json
+
+    import yaml
+
+    from seektune.recipe import RecipeError, load_recipe
+    from seektune.train import sft
+
+    texts, labels = separable_rows(12, seed=3)
+    data = tmp_path / "tickets.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(texts, labels)))
+    recipe = {"task": "classification", "labels": sorted(set(labels)), "model": str(tiny_bert),
+              "data": {"paths": [str(data)], "format": "text", "meta_fields": ["label"],
+                       "dedup": {"exact": False, "near": False}, "leakage": {"check": False},
+                       "split": {"train": 0.6, "val": 0.2, "test": 0.2, "stratify_by": "label"}},
+              "train": {"epochs": 3, "lr": 5e-3, "batch_size": 8}, "output_dir": str(tmp_path / "run")}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    run_dir = sft.run(load_recipe(tmp_path / "r.yaml"))
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())["tuned"]
+    assert (run_dir / "classifier" / "model.safetensors").is_file()
+    assert metrics["n"] == sum(1 for _ in (run_dir / "data" / "test.jsonl").open())
+    assert 0 <= metrics["macro_f1"] <= 1 and len(metrics["confusion_matrix"]) == len(recipe["labels"])
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**recipe, "labels": None}))
+    with pytest.raises(RecipeError, match="task classification needs labels"):
+        load_recipe(tmp_path / "bad.yaml")
