@@ -26,6 +26,15 @@ from seektune.data.split import SPLITS, split_by_group, split_by_ratio
 from seektune.recipe import DataSpec, Recipe, save_resolved
 
 log = logging.getLogger(__name__)
+PROGRESS_FROM = 2000  # rows; below this every step takes well under a second
+
+
+def _progress(items, desc: str):
+    """A progress bar over a step's rows when there are enough rows for the step to take a while."""
+    from tqdm.auto import tqdm
+
+    items = list(items)
+    return tqdm(items, desc=desc, unit="row", disable=len(items) < PROGRESS_FROM)
 
 
 class OverlengthError(ValueError):
@@ -37,7 +46,9 @@ def load_records(spec: DataSpec) -> tuple[list[dict[str, Any]], list[Reject], in
     records: list[dict[str, Any]] = []
     rejects: list[Reject] = []
     read = 0
-    for item in read_rows(spec.paths):
+    from tqdm.auto import tqdm
+
+    for item in tqdm(read_rows(spec.paths), desc="read", unit="row", mininterval=2.0, leave=False):
         read += 1
         if isinstance(item, Reject):
             rejects.append(item)
@@ -104,7 +115,7 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger)
 
     config = FilterConfig(**spec.filters.model_dump(exclude={"overlength"}))
     kept = []
-    for record in records:
+    for record in _progress(records, "filter"):
         if "messages" in record:
             verdict = filter_reason(record, config, tokenizer)
             if verdict is not None:
@@ -241,7 +252,8 @@ def run(recipe: Recipe) -> Path:
         ledger.added += len(records) - before
         ledger.step("chunk", len(records), "documents split into token-bounded chunks")
     cleaner = make_cleaner(spec.clean)
-    records = [cleaner(r) if "messages" in r else {**r, "text": cleaner.clean_text(r["text"])} for r in records]
+    records = [cleaner(r) if "messages" in r else {**r, "text": cleaner.clean_text(r["text"])}
+               for r in _progress(records, "clean")]
     card["clean_changed"] = dict(cleaner.changed)
     ledger.step("clean", len(records), ", ".join(f"{k}: {v}" for k, v in cleaner.changed.items() if v))
     records = _filter_and_check_length(records, spec, tokenizer, ledger)
@@ -300,7 +312,7 @@ def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, d
             return len(_text_of(record).split())
         return len(render_record(tokenizer, record)["input_ids"])
 
-    lengths = {name: [tokens(r) for r in rows] for name, rows in splits.items()}
+    lengths = {name: [tokens(r) for r in _progress(rows, f"card: {name} lengths")] for name, rows in splits.items()}
     card["accounting"] = {"read": read, "added": ledger.added, "kept": kept, "rejected": len(ledger.rejects)}
     card["steps"] = ledger.steps
     card["rejected_by_reason"] = dict(Counter(f"{r.step}/{r.reason}" for r in ledger.rejects))
