@@ -115,6 +115,12 @@ def print_metrics(metrics: dict) -> None:
                 cells.append(f"{values[1] - values[0]:+.3f}")
             table.add_row(f"{name} (n={get(systems[0])['n']})", key, *cells)
     console.print(table)
+    ab = metrics.get("ab")
+    if ab:
+        verdict = "[green]pass[/]" if ab["passed"] else "[red]below the bar[/]"
+        console.print(f"tuned vs base by {ab['metric']}: {ab['wins']} wins, {ab['ties']} ties, {ab['losses']} losses; "
+                      f"win rate {ab['win_rate']:.2f} (95% CI {ab['ci_low']:.2f}-{ab['ci_high']:.2f}, "
+                      f"sign test p={ab['p_value']:.2g}); bar {ab['bar']:.2f}: {verdict}", soft_wrap=True)
 
 
 @app.command()
@@ -168,14 +174,31 @@ def run_distributed(loaded, recipe: Path, overrides: list[str], nproc: int) -> N
 
 
 @app.command(name="eval")
-def eval_(run: RunArg) -> None:
+def eval_(
+    run: RunArg,
+    fail_under: Annotated[
+        str | None,
+        typer.Option("--fail-under", help="Gates for CI, e.g. 'rougeL=0.3,win_rate=0.7,fact_accuracy=0.5': "
+                     "exit 1 when a tuned-model figure is below its bar."),
+    ] = None,
+) -> None:
     """Answer the test split with the base and the tuned model; write <run>/eval/metrics.json and samples.jsonl."""
     _quiet_libraries()
     from seektune.evaluate import stage
+    from seektune.evaluate.compare import check_gates, parse_fail_under
 
+    try:
+        gates = parse_fail_under(fail_under) if fail_under else {}
+    except ValueError as exc:
+        _fail(f"--fail-under: {exc}")
     metrics = _guard(stage.run, run)
     print_metrics(metrics)
     console.print(f"answers side by side: {run / 'eval' / 'samples.jsonl'}")
+    failures = check_gates(metrics["tuned"], gates) if gates else []
+    for failure in failures:
+        err.print(f"[bold red]gate failed:[/] {failure}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
 
 
 @app.command(name="run")

@@ -257,6 +257,9 @@ class EvalSpec(_Section):
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int = Field(96, gt=0)
     compare_base: bool = Field(True, description="Also generate with the base model and report both.")
+    ab_metric: Literal["rougeL", "fact_accuracy"] = Field(
+        "rougeL", description="Per-row metric deciding win / tie / loss of tuned against base.")
+    win_bar: float = Field(0.7, ge=0, le=1, description="The tuned model passes when its win rate reaches this.")
 
 
 class Recipe(_Section):

@@ -15,7 +15,7 @@ from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
 from seektune.evaluate.generate import generate_answers
-from seektune.evaluate.metrics import language_of, score
+from seektune.evaluate.metrics import facts_found, language_of, rouge_l, score
 from seektune.models.load import load_model
 from seektune.recipe import load_run
 
@@ -56,7 +56,7 @@ def score_systems(rows: list[dict[str, Any]], answers: dict[str, list[str]]) -> 
     metrics: dict[str, Any] = {}
     for system, predictions in answers.items():
         overall_lang = "zh" if languages and all(lang == "zh" for lang in languages) else "en"
-        result = score(predictions, references, facts, overall_lang)
+        result = score(predictions, references, facts, overall_lang, full=True)
         result["by_language"] = {}
         for lang in sorted(set(languages)):
             idx = [i for i, value in enumerate(languages) if value == lang]
@@ -65,6 +65,19 @@ def score_systems(rows: list[dict[str, Any]], answers: dict[str, list[str]]) -> 
             )
         metrics[system] = result
     return metrics
+
+
+def per_row_scores(rows: list[dict[str, Any]], predictions: list[str], metric: str) -> list[float]:
+    """One score per row for the A/B comparison: ROUGE-L F1, or 1/0 for "every key fact present"."""
+    scores = []
+    for row, prediction in zip(rows, predictions):
+        reference = row["messages"][-1]["content"]
+        if metric == "fact_accuracy":
+            facts = row["meta"].get("facts") or []
+            scores.append(float(all(facts_found(prediction, facts))) if facts else 0.0)
+        else:
+            scores.append(rouge_l([prediction], [reference], language_of(reference)))
+    return scores
 
 
 def run(run_dir: str | Path) -> dict[str, Any]:
@@ -99,6 +112,13 @@ def run(run_dir: str | Path) -> dict[str, Any]:
         answers = {"base": [b["answer"] for b in base], **answers}
     metrics = score_systems(rows, answers)
     metrics["split"] = spec.split
+    row_scores = {system: per_row_scores(rows, predictions, spec.ab_metric) for system, predictions in answers.items()}
+    if "base" in answers:
+        from seektune.evaluate.compare import ab_summary
+
+        metrics["ab"] = ab_summary(row_scores["base"], row_scores["tuned"], metric_name=spec.ab_metric,
+                                   bar=spec.win_bar, seed=recipe.train.seed)
+        metrics["tuned"]["win_rate"] = metrics["ab"]["win_rate"]
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -113,6 +133,8 @@ def run(run_dir: str | Path) -> dict[str, Any]:
         }
         if base is not None:
             sample["base"] = base[i]["answer"]
+            sample[f"base_{spec.ab_metric}"] = row_scores["base"][i]
+        sample[f"tuned_{spec.ab_metric}"] = row_scores["tuned"][i]
         if tuned[i]["reasoning"]:
             sample["tuned_reasoning"] = tuned[i]["reasoning"]
         samples.append(sample)

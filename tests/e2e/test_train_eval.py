@@ -55,7 +55,7 @@ def test_eval_writes_metrics_and_samples(tmp_path, tiny_llama, faq_file):
     run_dir = sft.run(load_recipe(recipe_file))
     metrics = eval_stage.run(run_dir)
     on_disk = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    assert on_disk["base"].keys() == on_disk["tuned"].keys()
+    assert on_disk["base"].keys() == on_disk["tuned"].keys() - {"win_rate"}
     for system in ("base", "tuned"):
         assert {"n", "rougeL", "bleu", "fact_accuracy", "by_language"} <= on_disk[system].keys()
         assert 0 <= on_disk[system]["rougeL"] <= 1 and 0 <= on_disk[system]["fact_accuracy"] <= 1
@@ -102,3 +102,19 @@ def test_cli_help_explains_every_command():
         assert command in top.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_eval_reports_win_rate_and_fail_under_gates(tmp_path, tiny_llama, faq_file):
+    recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run", train__max_steps=1)
+    run_dir = sft.run(load_recipe(recipe_file))
+    runner = CliRunner()
+    passing = runner.invoke(app, ["eval", str(run_dir), "--fail-under", "rougeL=0"])
+    assert passing.exit_code == 0, passing.output
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    ab = metrics["ab"]
+    assert ab["wins"] + ab["ties"] + ab["losses"] == metrics["tuned"]["n"]
+    assert 0 <= ab["ci_low"] <= ab["win_rate"] <= ab["ci_high"] <= 1 and "win rate" in passing.output
+    planted = runner.invoke(app, ["eval", str(run_dir), "--fail-under", "rougeL=1.01,win_rate=0"])
+    assert planted.exit_code == 1 and "rougeL" in planted.output and "< 1.01" in planted.output
+    typo = runner.invoke(app, ["eval", str(run_dir), "--fail-under", "rougeL"])
+    assert typo.exit_code == 2 and "--fail-under" in typo.output
