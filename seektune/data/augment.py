@@ -134,24 +134,23 @@ def paraphrase(records: list[dict[str, Any]], generate: Callable[[str], str], pe
 
 
 def local_generator(model_name: str, max_new_tokens: int = 64) -> Callable[[str], str]:
-    """A paraphraser backed by a local causal or seq2seq model (sampling, so repeated calls differ)."""
-    from transformers import pipeline
+    """A paraphraser backed by a local chat model (any seektune model name: alias, directory, .gguf,
+    Hub id), loaded with its registry chat template; it samples, so repeated calls differ."""
+    import torch
 
-    from seektune.models.load import resolve_model_path
+    from seektune.data.render import prompt_text
+    from seektune.models.load import load_model
 
-    path = resolve_model_path(model_name)
-    try:
-        pipe = pipeline("text-generation", model=path)
-        chat = True
-    except ValueError:
-        pipe = pipeline("text2text-generation", model=path)
-        chat = False
+    loaded = load_model(model_name)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
 
+    @torch.inference_mode()
     def generate(prompt: str) -> str:
-        if chat:
-            out = pipe([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, do_sample=True,
-                       temperature=0.8, return_full_text=False)
-            return out[0]["generated_text"]
-        return pipe(prompt, max_new_tokens=max_new_tokens, do_sample=True)[0]["generated_text"]
+        text = prompt_text(tokenizer, [{"role": "user", "content": prompt}])
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        return tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
     return generate

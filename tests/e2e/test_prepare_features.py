@@ -149,3 +149,17 @@ def test_all_rows_rejected_is_an_error_that_points_at_rejects(tmp_path, tiny_lla
     with pytest.raises(ValueError, match="all 2 were rejected") as info:
         run_prepare(tmp_path, tiny_llama, {"paths": [str(path)]})
     assert "rejects.jsonl" in str(info.value) and (tmp_path / "run" / "data" / "rejects.jsonl").is_file()
+
+
+def test_paraphrase_with_a_local_model_tags_new_rows(tmp_path, tiny_llama, faq_file):
+    data = {"paths": [str(faq_file)], "columns": {"user": "question", "assistant": "answer"},
+            "dedup": {"exact": False, "near": False}, "leakage": {"check": False},
+            "augment": {"paraphrase": {"model": str(tiny_llama), "per_row": 1}},
+            "split": {"train": 0.5, "val": 0.0, "test": 0.5, "seed": 0}}
+    run_dir, splits = run_prepare(tmp_path, tiny_llama, data)
+    new = [r for r in splits["train"] if r["meta"].get("augment") == "para"]
+    assert new, "the random tiny model still writes some text for most rows"
+    assert all(r["meta"]["origin"].endswith("+para1") and r["meta"]["augmented_from"] for r in new)
+    originals = {r["meta"]["origin"]: r for r in splits["train"] if "augment" not in r["meta"]}
+    for r in new:  # the answer is never rewritten
+        assert r["messages"][-1] == originals[r["meta"]["augmented_from"]]["messages"][-1]
