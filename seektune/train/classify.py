@@ -178,51 +178,38 @@ def _check_lengths(texts: Sequence[str], labels: Sequence[Any], what: str) -> No
 # ---------------------------------------------------------------- metrics
 
 
-def macro_auc_ovr(label_ids_true: Sequence[int], probabilities: np.ndarray) -> float | None:
-    """One-vs-rest ROC AUC, macro-averaged over the classes present in ``label_ids_true``.
-
-    Equals ``roc_auc_score(y, p, multi_class="ovr", average="macro")`` when every class
-    occurs; done per class here because scikit-learn raises (or, given ``labels``, returns
-    nan) when a class is missing from a small test split, where the AUC of the classes
-    that do occur is still meaningful.
-    None when fewer than two classes occur (AUC is undefined).
-    """
-    from sklearn.metrics import roc_auc_score
-
-    truth = np.asarray(label_ids_true)
-    present = sorted(set(truth.tolist()))
-    if len(present) < 2:
-        return None
-    scores = [roc_auc_score(truth == k, probabilities[:, k]) for k in present]
-    return float(np.mean(scores))
-
-
 def classification_metrics(
     label_ids_true: Sequence[int], probabilities: np.ndarray, label_names: list[str]
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over all classes), one-vs-rest macro AUC and the confusion matrix (rows: truth)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    """Accuracy, macro-F1 (over all classes), one-vs-rest macro AUC and the confusion matrix (rows: truth).
+
+    The scores come from seektune.evaluate.metrics, shared with the eval stage; AUC there
+    averages over the classes present, so a small test split missing a class still gets one.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    from seektune.evaluate.metrics import accuracy, auc_roc, macro_f1
 
     classes = list(range(len(label_names)))
-    predicted = probabilities.argmax(axis=1)
+    truth = list(label_ids_true)
+    predicted = probabilities.argmax(axis=1).tolist()
     return {
-        "n": len(label_ids_true),
-        "accuracy": float(accuracy_score(label_ids_true, predicted)),
-        "macro_f1": float(f1_score(label_ids_true, predicted, labels=classes, average="macro", zero_division=0)),
-        "auc_roc": macro_auc_ovr(label_ids_true, probabilities),
-        "confusion_matrix": confusion_matrix(label_ids_true, predicted, labels=classes).tolist(),
+        "n": len(truth),
+        "accuracy": accuracy(truth, predicted),
+        "macro_f1": macro_f1(truth, predicted, labels=classes),
+        "auc_roc": auc_roc(truth, probabilities, classes=classes),
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=classes).tolist(),
         "label_names": list(label_names),
     }
 
 
 def _trainer_metrics(prediction) -> dict[str, float]:
     """Val metrics the Trainer logs each epoch (scalars only: the log is printed as one line)."""
-    from sklearn.metrics import accuracy_score, f1_score
+    from seektune.evaluate.metrics import accuracy, macro_f1
 
-    predicted = np.asarray(prediction.predictions).argmax(axis=1)
-    truth = np.asarray(prediction.label_ids)
-    return {"accuracy": float(accuracy_score(truth, predicted)),
-            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
+    predicted = np.asarray(prediction.predictions).argmax(axis=1).tolist()
+    truth = np.asarray(prediction.label_ids).tolist()
+    return {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted)}
 
 
 # ---------------------------------------------------------------- training
