@@ -109,7 +109,10 @@ class Ledger:
         log.info("%-10s %6d rows %s", name, rows, note)
 
 
-def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger) -> list[dict[str, Any]]:
+def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
+                             lengths: dict[int, int]) -> list[dict[str, Any]]:
+    """Filters, then the rendered-length check; each kept record's token count goes into ``lengths``
+    (keyed by ``id(record)``) so the data card does not render it a second time."""
     from seektune.data.clean import FilterConfig, filter_reason
     from seektune.data.render import RenderError, render_record
 
@@ -137,6 +140,7 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger)
                     ledger.rejects.append(_reject(record, "filter", "too_long_rendered", detail))
                     continue
                 record["meta"]["truncated"] = True  # rendered to max_length at training time
+            lengths[id(record)] = length
         kept.append(record)
     return kept
 
@@ -256,7 +260,10 @@ def run(recipe: Recipe) -> Path:
                for r in _progress(records, "clean")]
     card["clean_changed"] = dict(cleaner.changed)
     ledger.step("clean", len(records), ", ".join(f"{k}: {v}" for k, v in cleaner.changed.items() if v))
-    records = _filter_and_check_length(records, spec, tokenizer, ledger)
+    # keyed by id(): every record that passes the filters stays referenced (in a split or in
+    # ledger.rejects) until the card is written, so no id is reused by a later record
+    rendered_lengths: dict[int, int] = {}
+    records = _filter_and_check_length(records, spec, tokenizer, ledger, rendered_lengths)
     ledger.step("filter", len(records))
     records = _deduplicate(records, spec, ledger, card)
     ledger.step("dedup", len(records))
@@ -293,7 +300,7 @@ def run(recipe: Recipe) -> Path:
     for name in SPLITS:
         write_jsonl(data_dir / f"{name}.jsonl", splits[name])
     write_jsonl(data_dir / "rejects.jsonl", [r.to_dict() for r in ledger.rejects])
-    _write_card(card, splits, ledger, read, kept, tokenizer, data_dir, spec)
+    _write_card(card, splits, ledger, read, kept, tokenizer, data_dir, spec, rendered_lengths)
     summary = {
         "read": read, "added": ledger.added, "kept": kept, "rejected": rejected,
         "rejected_by_reason": dict(Counter(r.reason for r in ledger.rejects)),
@@ -304,10 +311,13 @@ def run(recipe: Recipe) -> Path:
     return run_dir
 
 
-def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, data_dir: Path, spec: DataSpec):
+def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, data_dir: Path, spec: DataSpec,
+                known_lengths: dict[int, int]):
     from seektune.data.render import render_record
 
     def tokens(record) -> int:
+        if id(record) in known_lengths:  # rendered during the length check; augmented rows are new
+            return known_lengths[id(record)]
         if tokenizer is None:
             return len(_text_of(record).split())
         return len(render_record(tokenizer, record)["input_ids"])
