@@ -251,6 +251,17 @@ class TrainSpec(_Section):
     resume: Literal["auto"] | str | None = Field(None, description="'auto' resumes from the newest checkpoint.")
 
 
+class JudgeSpec(_Section):
+    endpoint: str = Field(..., description="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field("default", description="The model name sent to the endpoint.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    rubric: str = Field(
+        "Which answer is more correct, relevant, complete and helpful for a customer of this business? "
+        "Facts that contradict the reference answer count heavily against an answer.",
+        description="What the judge weighs; the reference answer is shown to it too.")
+    workers: int = Field(4, gt=0, description="Requests in flight at once.")
+
+
 class EvalSpec(_Section):
     split: Literal["test", "val"] = "test"
     max_rows: int | None = Field(None, gt=0, description="Evaluate only the first N rows of the split.")
@@ -260,6 +271,15 @@ class EvalSpec(_Section):
     ab_metric: Literal["rougeL", "fact_accuracy"] = Field(
         "rougeL", description="Per-row metric deciding win / tie / loss of tuned against base.")
     win_bar: float = Field(0.7, ge=0, le=1, description="The tuned model passes when its win rate reaches this.")
+    temperature: float = Field(0.0, ge=0, description="0 is greedy decoding; above 0 samples (seeded by train.seed).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling cut-off when temperature > 0.")
+    glossary: list[str] | str | None = Field(
+        None, description="Domain terms (a list, or a text file with one term per line, relative to the recipe) "
+        "for term_coverage: the share of the reference's glossary terms that the answer also uses.")
+    perplexity: bool = Field(True, description="Also score each local model's perplexity on the reference answers.")
+    cache: bool = Field(True, description="Reuse answers already generated for the same model, prompt and settings.")
+    judge: JudgeSpec | None = Field(None, description="An LLM judge (any OpenAI-compatible endpoint) comparing "
+                                    "tuned with base answer pairs, in both orders.")
 
 
 class Recipe(_Section):
@@ -350,6 +370,14 @@ def _explain(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def validate_recipe(raw: dict[str, Any], source: str) -> Recipe:
+    """A Recipe from a mapping, or a RecipeError naming each bad key (and the nearest valid one)."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_explain(exc, source)) from None
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML (or start from defaults when ``path`` is None), apply overrides, validate.
 
@@ -373,16 +401,27 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         raw = loaded or {}
         base_dir = path.resolve().parent
     raw = apply_overrides(raw, overrides or [])
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as exc:
-        raise RecipeError(_explain(exc, source)) from None
+    recipe = validate_recipe(raw, source)
     if path is not None and Path(path).name != RESOLVED_NAME:
         recipe.data.paths = [str((base_dir / p).resolve()) for p in recipe.data.paths]
         model_path = base_dir / recipe.model.name
         if model_path.exists():  # a local directory or .gguf next to the recipe, not a hub id
             recipe.model.name = str(model_path.resolve())
+    if isinstance(recipe.eval.glossary, str):
+        recipe.eval.glossary = _read_glossary(base_dir / recipe.eval.glossary, source)
     return recipe
+
+
+def _read_glossary(path: Path, source: str) -> list[str]:
+    """One term per line; blank lines and lines starting with # are skipped. The resolved
+    recipe then carries the terms themselves, so a run never depends on the file again."""
+    if not path.is_file():
+        raise RecipeError(f"{source}: eval.glossary: file not found: {path}")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
+    terms = [line for line in lines if line and not line.startswith("#")]
+    if not terms:
+        raise RecipeError(f"{source}: eval.glossary: {path} holds no terms")
+    return terms
 
 
 def save_resolved(recipe: Recipe, run_dir: Path | None = None) -> Path:

@@ -79,6 +79,33 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def bootstrap_mean_ci(
+    values: Sequence[float], n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of per-row ``values`` (resampling rows, seeded)."""
+    import numpy as np
+
+    if not values:
+        raise ValueError("no values: nothing to bootstrap")
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = np.array([data[rng.integers(0, len(data), len(data))].mean() for _ in range(n_resamples)])
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def paired_delta_ci(
+    values_a: Sequence[float], values_b: Sequence[float], n_resamples: int = 2000, seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Bootstrap CI of mean(B - A) over paired rows: resampling keeps each row's two scores together,
+    so the interval reflects the difference on the same questions, not two independent spreads."""
+    if len(values_a) != len(values_b):
+        raise ValueError(f"system A has {len(values_a)} scores but system B has {len(values_b)}; rows must pair up")
+    return bootstrap_mean_ci([b - a for a, b in zip(values_a, values_b)], n_resamples, seed, confidence)
+
+
 def sign_test_p(outcomes: Sequence[str]) -> float:
     """Two-sided exact binomial sign test of wins vs losses (ties left out); 1.0 with no decided row.
 

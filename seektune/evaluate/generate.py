@@ -19,12 +19,16 @@ def generate_answers(
     *,
     batch_size: int = 16,
     max_new_tokens: int = 96,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
     desc: str = "generating",
 ) -> list[dict[str, str | None]]:
     """Answer the last user turn of each conversation; returns ``{"answer", "reasoning"}`` per row.
 
     Prompts are sorted by length so each batch pads little, then put back in order.
     Reasoning inside ``<think>`` is split off so it is never scored as the answer.
+    Greedy by default; ``temperature > 0`` samples, seeded so a re-run gives the same answers.
     """
     prompts = [prompt_text(tokenizer, messages) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -33,6 +37,10 @@ def generate_answers(
     tokenizer.padding_side = "left"
     model.eval()
     device = next(model.parameters()).device
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
+        {"do_sample": False}
+    if temperature > 0:
+        torch.manual_seed(seed)
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             index = order[start : start + batch_size]
@@ -41,13 +49,14 @@ def generate_answers(
             generated = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                **sampling,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
             )
             new_tokens = generated[:, batch["input_ids"].shape[1]:]
             for i, tokens in zip(index, new_tokens):
-                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                # an answer cut at max_new_tokens can end inside a multi-byte character
+                text = tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
                 reasoning, answer = split_think(text if "</think>" not in text or "<think>" in text else "<think>" + text)
                 outputs[i] = {"answer": answer.strip(), "reasoning": reasoning}
     finally:

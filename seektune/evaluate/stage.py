@@ -1,23 +1,40 @@
-"""The eval stage: answer the test split with the base and the tuned model, score both.
+"""The eval stage: answer a test set with two systems, score both, compare them row by row.
 
-    seektune eval runs/customer-service
+    seektune eval runs/customer-service                               # tuned vs its base model
+    seektune eval runs/r16 --against runs/r8                          # two runs
+    seektune eval runs/r16 --against http://127.0.0.1:8000/v1 --against-model gpt-x   # vs an endpoint
+    seektune eval smollm2-135m-instruct --data test.jsonl --out runs/eval-base      # any model
 
-Writes ``<run>/eval/metrics.json`` as ``{"base": {...}, "tuned": {...}}`` (each with the
-overall scores and a ``by_language`` breakdown) and ``<run>/eval/samples.jsonl`` with
-question, reference, base answer and tuned answer per row.
+A *system* is a local model (a run's tuned model, its base, any model the loader knows)
+or an OpenAI-compatible endpoint. The subject is always called ``tuned`` and the
+baseline ``base`` in the files, with ``metrics["systems"]`` saying what each one is.
+
+Writes ``<run>/eval/metrics.json`` (per system: scores, ``by_language``, ``by_category``,
+perplexity on the references, reasoning length; ``ci`` with bootstrap intervals; ``ab``
+and optionally ``judge`` win rates), ``<run>/eval/samples.jsonl`` (both answers per row)
+and ``<run>/eval/cache.jsonl``: answers keyed by system, settings and prompt, so a re-run
+regenerates only what changed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
 from seektune.evaluate.generate import generate_answers
-from seektune.evaluate.metrics import facts_found, language_of, rouge_l, score
+from seektune.evaluate.metrics import facts_found, language_of, rouge_l, score, term_coverage, tokens_of
 from seektune.models.load import load_model
-from seektune.recipe import load_run
+from seektune.recipe import RESOLVED_NAME, Recipe, load_run
+
+Answer = dict[str, str | None]  # {"answer", "reasoning"}
 
 
 def load_tuned(run_dir: Path):
@@ -49,79 +66,522 @@ def load_tuned(run_dir: Path):
     return recipe, loaded, model
 
 
-def score_systems(rows: list[dict[str, Any]], answers: dict[str, list[str]]) -> dict[str, Any]:
+# ---------------------------------------------------------------- systems
+
+
+@dataclass
+class GenOptions:
+    batch_size: int = 16
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        """What changes an answer (batch size does not)."""
+        sampled = self.temperature > 0
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p if sampled else 1.0, "seed": self.seed if sampled else 0}
+
+
+@dataclass
+class System:
+    """Something that answers conversations. ``key`` identifies it for the answer cache."""
+
+    label: str
+    key: str
+    answer: Callable[[list[list[dict[str, Any]]], GenOptions, str], list[Answer]]
+    perplexity: Callable[[list[dict[str, Any]], int], float | None] = field(default=lambda rows, batch: None)
+
+
+def _fingerprint(directory: Path) -> str:
+    """Content hash of a model or adapter directory's weights and configs.
+
+    Files up to 512 MB are hashed whole; larger weight files by size and modification
+    time, so fingerprinting a multi-GB base model stays instant.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*")):
+        if not path.is_file() or path.suffix not in {".safetensors", ".json", ".bin", ".gguf", ".jinja"}:
+            continue
+        stat = path.stat()
+        digest.update(path.name.encode())
+        if stat.st_size <= 512 * 2**20:
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(2**20), b""):
+                    digest.update(chunk)
+        else:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nullcontext, max_length=None) -> System:
+    def answer(conversations, options: GenOptions, desc: str) -> list[Answer]:
+        with context():
+            return generate_answers(model, tokenizer, conversations, batch_size=options.batch_size,
+                                    max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                                    top_p=options.top_p, seed=options.seed, desc=desc)
+
+    def perplexity(rows, batch_size: int) -> float | None:
+        with context():
+            return reference_perplexity(model, tokenizer, rows, batch_size=batch_size, max_length=max_length)
+
+    return System(label, key, answer, perplexity)
+
+
+def _merged_lora(model):
+    """Generation with LoRA merged into the weights skips the per-layer adapter matmuls."""
+    is_lora = getattr(model, "peft_type", None) is not None and str(model.peft_type).endswith("LORA") \
+        and hasattr(model, "merge_adapter")
+
+    @contextlib.contextmanager
+    def context():
+        if is_lora:
+            model.merge_adapter()
+        try:
+            yield
+        finally:
+            if is_lora:
+                model.unmerge_adapter()
+
+    return context
+
+
+def _model_key(name: str, path: str, template: str | None) -> str:
+    local = Path(path)
+    weights = _fingerprint(local) if local.is_dir() else name
+    return f"model:{name}:{weights}:{hashlib.sha256((template or '').encode()).hexdigest()[:12]}"
+
+
+def run_systems(run_dir: Path, want_base: bool) -> tuple[Recipe, System, System | None]:
+    """A run's tuned model and (when asked) its base, sharing one copy of the base weights."""
+    recipe, loaded, model = load_tuned(run_dir)
+    template = loaded.tokenizer.chat_template
+    max_length = recipe.data.max_length
+    trained_dir = run_dir / "adapter" if (run_dir / "adapter").is_dir() else run_dir / "model"
+    base_key = _model_key(recipe.model.name, loaded.path, template)
+    tuned = _local_system(model, loaded.tokenizer, f"{run_dir} ({recipe.method.name} on {recipe.model.name})",
+                          f"{base_key}+trained:{_fingerprint(trained_dir)}", _merged_lora(model), max_length)
+    base = None
+    if want_base:
+        if hasattr(model, "disable_adapter"):
+            base = _local_system(model, loaded.tokenizer, f"{recipe.model.name} (untuned)", base_key,
+                                 model.disable_adapter, max_length)
+        else:
+            base = _local_system(loaded.model, loaded.tokenizer, f"{recipe.model.name} (untuned)", base_key,
+                                 max_length=max_length)
+    return recipe, tuned, base
+
+
+def model_system(name: str, recipe: Recipe) -> System:
+    loaded = load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+    return _local_system(loaded.model, loaded.tokenizer, name,
+                         _model_key(name, loaded.path, loaded.tokenizer.chat_template),
+                         max_length=recipe.data.max_length)
+
+
+def endpoint_system(url: str, model: str, workers: int = 4, api_key_env: str | None = "OPENAI_API_KEY") -> System:
+    """A served model as a system: requests go out ``workers`` at a time, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from seektune.data.formats import split_think
+    from seektune.models.endpoint import ChatEndpoint
+
+    endpoint = ChatEndpoint(url, model, api_key_env)
+
+    def answer(conversations, options: GenOptions, desc: str) -> list[Answer]:
+        def one(messages):
+            prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]] \
+                if messages[-1]["role"] == "assistant" else messages
+            content, reasoning = endpoint.complete(prompt, temperature=options.temperature, top_p=options.top_p,
+                                                   max_tokens=options.max_new_tokens,
+                                                   seed=options.seed if options.temperature > 0 else None)
+            if reasoning is None and "</think>" in content:
+                reasoning, content = split_think(content if "<think>" in content else "<think>" + content)
+            return {"answer": content.strip(), "reasoning": reasoning}
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(tqdm(pool.map(one, conversations), total=len(conversations), desc=desc, unit="row"))
+
+    return System(f"{model} at {url}", f"endpoint:{url}:{model}", answer)
+
+
+def is_url(text: str) -> bool:
+    return bool(re.match(r"https?://", text))
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / RESOLVED_NAME).is_file()
+
+
+# ---------------------------------------------------------------- perplexity on the references
+
+
+def reference_perplexity(model, tokenizer, rows: list[dict[str, Any]], *, batch_size: int = 16,
+                         max_length: int | None = None) -> float | None:
+    """exp(mean negative log-likelihood of the reference answers' tokens), teacher-forced.
+
+    Tokens are those the trainer takes loss on (:func:`seektune.data.render.render`), so the
+    figure is comparable with the eval loss during training: ``log(perplexity)`` is that loss.
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from seektune.data.render import IGNORE_INDEX, RenderError, render
+
+    rendered = []
+    for row in rows:
+        try:
+            rendered.append(render(tokenizer, row["messages"], max_length))
+        except RenderError:
+            continue  # a prompt longer than max_length has no answer tokens to score
+    if not rendered:
+        return None
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total, count = 0.0, 0
+    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]["input_ids"]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [rendered[i] for i in order[start:start + batch_size]]
+            width = max(len(r["input_ids"]) for r in batch)
+            ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch], device=device)
+            labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in batch],
+                                  device=device)
+            mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch],
+                                device=device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="sum").item()
+            count += int((targets != IGNORE_INDEX).sum())
+    return math.exp(total / count) if count else None
+
+
+# ---------------------------------------------------------------- answer cache
+
+
+class AnswerCache:
+    """Answers on disk, keyed by (system, generation settings, conversation)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        self.entries: dict[str, Answer] = {}
+        if enabled and path.is_file():
+            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                try:
+                    item = json.loads(line)
+                    self.entries[item["key"]] = {"answer": item["answer"], "reasoning": item.get("reasoning")}
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interrupted run: that answer is generated again
+
+    @staticmethod
+    def key(system: System, options: GenOptions, messages: list[dict[str, Any]]) -> str:
+        prompt = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+        payload = json.dumps([system.key, options.identity(), prompt], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def answers(self, system: System, conversations, options: GenOptions, desc: str) -> tuple[list[Answer], int]:
+        """Every conversation's answer, generating only those not cached; returns (answers, reused)."""
+        keys = [self.key(system, options, messages) for messages in conversations]
+        missing = [i for i, k in enumerate(keys) if not self.enabled or k not in self.entries]
+        fresh = system.answer([conversations[i] for i in missing], options, desc) if missing else []
+        new = dict(zip((keys[i] for i in missing), fresh))
+        if self.enabled and new:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                for k, value in new.items():
+                    handle.write(json.dumps({"key": k, **value}, ensure_ascii=False) + "\n")
+            self.entries.update(new)
+        lookup = {**self.entries, **new}
+        return [lookup[k] for k in keys], len(conversations) - len(missing)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _slices(rows: list[dict[str, Any]], by: Callable[[dict[str, Any]], str | None]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        value = by(row)
+        if value is not None:
+            groups.setdefault(str(value), []).append(i)
+    return dict(sorted(groups.items()))
+
+
+def score_systems(rows: list[dict[str, Any]], answers: dict[str, list[str]],
+                  glossary: list[str] | None = None) -> dict[str, Any]:
     references = [row["messages"][-1]["content"] for row in rows]
     facts = [row["meta"].get("facts") or [] for row in rows]
     languages = [language_of(ref) for ref in references]
+    by_language = _slices(rows, lambda row: language_of(row["messages"][-1]["content"]))
+    by_category = _slices(rows, lambda row: row["meta"].get("category"))
     metrics: dict[str, Any] = {}
     for system, predictions in answers.items():
         overall_lang = "zh" if languages and all(lang == "zh" for lang in languages) else "en"
         result = score(predictions, references, facts, overall_lang, full=True)
-        result["by_language"] = {}
-        for lang in sorted(set(languages)):
-            idx = [i for i, value in enumerate(languages) if value == lang]
-            result["by_language"][lang] = score(
-                [predictions[i] for i in idx], [references[i] for i in idx], [facts[i] for i in idx], lang
-            )
+        if glossary:
+            result["term_coverage"] = term_coverage(predictions, glossary, references)
+
+        def part(idx: list[int], lang: str) -> dict[str, Any]:
+            return score([predictions[i] for i in idx], [references[i] for i in idx], [facts[i] for i in idx], lang)
+
+        result["by_language"] = {lang: part(idx, lang) for lang, idx in by_language.items()}
+        if by_category:
+            result["by_category"] = {
+                cat: part(idx, "zh" if all(languages[i] == "zh" for i in idx) else "en")
+                for cat, idx in by_category.items()
+            }
         metrics[system] = result
     return metrics
 
 
-def per_row_scores(rows: list[dict[str, Any]], predictions: list[str], metric: str) -> list[float]:
-    """One score per row for the A/B comparison: ROUGE-L F1, or 1/0 for "every key fact present"."""
-    scores = []
+def per_row_scores(rows: list[dict[str, Any]], predictions: list[str], metric: str) -> list[float | None]:
+    """One score per row: ROUGE-L F1, or 1/0 for "every key fact present" (None for rows without facts)."""
+    scores: list[float | None] = []
     for row, prediction in zip(rows, predictions):
         reference = row["messages"][-1]["content"]
         if metric == "fact_accuracy":
             facts = row["meta"].get("facts") or []
-            scores.append(float(all(facts_found(prediction, facts))) if facts else 0.0)
+            scores.append(float(all(facts_found(prediction, facts))) if facts else None)
         else:
             scores.append(rouge_l([prediction], [reference], language_of(reference)))
     return scores
 
 
-def run(run_dir: str | Path) -> dict[str, Any]:
-    """Generate and score; returns the metrics dict also written to eval/metrics.json."""
-    run_dir = Path(run_dir)
-    recipe, loaded, model = load_tuned(run_dir)
+def _ab_scores(values: list[float | None]) -> list[float]:
+    return [0.0 if v is None else v for v in values]
+
+
+def reasoning_summary(answers: list[Answer]) -> dict[str, Any] | None:
+    """How much an R1-style model thought: rows with reasoning and their mean length in words."""
+    lengths = [len(tokens_of(a["reasoning"])) for a in answers if a.get("reasoning")]
+    if not lengths:
+        return None
+    return {"rows": len(lengths), "mean_words": sum(lengths) / len(lengths), "max_words": max(lengths)}
+
+
+def confidence_intervals(rows, answers: dict[str, list[str]], seed: int) -> dict[str, Any]:
+    """Bootstrap 95% CIs of each system's row-level metrics, and of tuned - base on the same rows."""
+    from seektune.evaluate.compare import bootstrap_mean_ci, paired_delta_ci
+
+    result: dict[str, Any] = {}
+    per_metric = {m: {s: per_row_scores(rows, a, m) for s, a in answers.items()} for m in ("rougeL", "fact_accuracy")}
+    for system in answers:
+        result[system] = {}
+        for metric, by_system in per_metric.items():
+            values = [v for v in by_system[system] if v is not None]
+            if values:
+                result[system][metric] = list(bootstrap_mean_ci(values, seed=seed))
+    if "base" in answers and "tuned" in answers:
+        result["delta"] = {}
+        for metric, by_system in per_metric.items():
+            pairs = [(b, t) for b, t in zip(by_system["base"], by_system["tuned"]) if b is not None and t is not None]
+            if pairs:
+                result["delta"][metric] = list(paired_delta_ci([p[0] for p in pairs], [p[1] for p in pairs],
+                                                               seed=seed))
+    return result
+
+
+# ---------------------------------------------------------------- the LLM judge
+
+
+def judge_rows(spec, rows, base: list[str], tuned: list[str]) -> list[str]:
+    """Per row "win" / "tie" / "loss" of tuned against base by the judge (asked in both orders),
+    or "error: ..." when the judge's reply named no verdict. An unreachable judge stops the eval."""
+    from tqdm.auto import tqdm
+
+    from seektune.evaluate.compare import JudgeReplyError, judge_both_orders
+    from seektune.models.endpoint import ChatEndpoint
+
+    endpoint = ChatEndpoint(spec.endpoint, spec.model, spec.api_key_env)
+
+    def one(i: int) -> str:
+        question = next(m["content"] for m in reversed(rows[i]["messages"]) if m["role"] == "user")
+        rubric = f"{spec.rubric}\n\nReference answer from the business:\n{rows[i]['messages'][-1]['content']}"
+        try:
+            return judge_both_orders(lambda m: endpoint.chat(m, temperature=0.0, max_tokens=512),
+                                     question, base[i], tuned[i], rubric)
+        except JudgeReplyError as exc:
+            return f"error: {exc}"
+
+    with ThreadPoolExecutor(max_workers=spec.workers) as pool:
+        return list(tqdm(pool.map(one, range(len(rows))), total=len(rows), desc="judge", unit="row"))
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def read_eval_data(path: Path, spec) -> list[dict[str, Any]]:
+    """Test rows from any file `seektune prepare` reads (mapped by the recipe's ``data.format``,
+    ``data.columns`` and ``data.meta_fields``), or from a split it wrote.
+
+    Every row must end in an assistant answer (the reference); a row that does not stops
+    the eval with its file:line, so no row is dropped unseen.
+    """
+    from seektune.data.formats import FormatError, to_record
+    from seektune.data.io import RawRow, read_rows
+
+    records, problems = [], []
+    for item in read_rows([path]):
+        if not isinstance(item, RawRow):
+            problems.append(f"{item.origin}: {item.reason} - {item.detail}")
+            continue
+        try:
+            fmt = "auto" if "messages" in item.data else spec.format
+            record = to_record(item.data, item.origin, fmt=fmt, columns=spec.columns, meta_fields=spec.meta_fields,
+                               system_prompt=spec.system_prompt)
+        except FormatError as exc:
+            problems.append(f"{item.origin}: {exc.reason} - {exc.detail}")
+            continue
+        if isinstance(item.data.get("meta"), dict):  # a split written by `seektune prepare`
+            record["meta"] = {**item.data["meta"], **{k: v for k, v in record["meta"].items() if k != "origin"}}
+            record["meta"].setdefault("origin", item.origin)
+        if "messages" not in record or record["messages"][-1]["role"] != "assistant":
+            problems.append(f"{item.origin}: no reference answer (the last turn must be the assistant's)")
+            continue
+        records.append(record)
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(f"{path}: {len(problems)} rows cannot be evaluated:\n  {shown}{more}")
+    if not records:
+        raise ValueError(f"{path} holds no rows to evaluate")
+    return records
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.rstrip("/").split("/")[-1]).strip("-") or "model"
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(
+    target: str | Path,
+    *,
+    against: str | None = None,
+    against_model: str = "default",
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    judge: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Generate and score; returns the metrics dict also written to ``<run>/eval/metrics.json``.
+
+    ``target``: a run directory or a model. ``against``: None (a run's base model, when
+    ``eval.compare_base``), ``"none"``, a run directory, a model, or an endpoint URL.
+    ``judge``: overrides of the recipe's ``eval.judge`` (e.g. ``{"endpoint": url}``).
+    """
+    from seektune.recipe import JudgeSpec, apply_overrides, validate_recipe
+
+    target = str(target)
+    if is_run_dir(target):
+        run_dir = Path(target)
+        recipe = load_run(run_dir)
+    else:
+        if data is None:
+            raise ValueError(f"{target} is not a run directory; to evaluate a model give its test data with --data")
+        recipe = Recipe()
+        run_dir = Path(out) if out else Path("runs") / f"eval-{_slug(target)}"
+    if overrides:
+        scoped = [o if o.startswith(("eval.", "data.", "model.")) else f"eval.{o}" for o in overrides]
+        recipe = validate_recipe(apply_overrides(recipe.model_dump(), scoped), "eval overrides")
     spec = recipe.eval
-    rows = [row for row in read_jsonl(run_dir / "data" / f"{spec.split}.jsonl") if "messages" in row]
+    if judge:
+        settings = {**(spec.judge.model_dump() if spec.judge else {}), **judge}
+        if not settings.get("endpoint"):
+            raise ValueError("a judge needs an endpoint: pass --judge URL or set eval.judge.endpoint in the recipe")
+        spec.judge = JudgeSpec.model_validate(settings)
+
+    if data is not None:
+        rows = read_eval_data(Path(data), recipe.data)
+        split_name = str(data)
+    else:
+        split_file = run_dir / "data" / f"{spec.split}.jsonl"
+        if not split_file.is_file():
+            raise FileNotFoundError(f"{split_file} not found; run `seektune prepare` first or pass --data")
+        rows = [row for row in read_jsonl(split_file) if "messages" in row]
+        split_name = spec.split
     if spec.max_rows:
         rows = rows[: spec.max_rows]
     if not rows:
-        raise ValueError(f"the {spec.split} split of {run_dir} is empty; nothing to evaluate")
-    conversations = [row["messages"] for row in rows]
-    options = {"batch_size": spec.batch_size, "max_new_tokens": spec.max_new_tokens}
-    is_lora = hasattr(model, "merge_adapter") and getattr(model, "peft_type", None) is not None \
-        and str(model.peft_type).endswith("LORA")
-    if is_lora:
-        model.merge_adapter()  # generation with merged weights skips the per-layer LoRA matmuls
-    try:
-        tuned = generate_answers(model, loaded.tokenizer, conversations, desc="tuned model", **options)
-    finally:
-        if is_lora:
-            model.unmerge_adapter()
-    answers = {"tuned": [t["answer"] for t in tuned]}
-    base = None
-    if spec.compare_base:
-        if hasattr(model, "disable_adapter"):
-            with model.disable_adapter():
-                base = generate_answers(model, loaded.tokenizer, conversations, desc="base model", **options)
-        else:
-            base = generate_answers(loaded.model, loaded.tokenizer, conversations, desc="base model", **options)
-        answers = {"base": [b["answer"] for b in base], **answers}
-    metrics = score_systems(rows, answers)
-    metrics["split"] = spec.split
-    row_scores = {system: per_row_scores(rows, predictions, spec.ab_metric) for system, predictions in answers.items()}
-    if "base" in answers:
-        from seektune.evaluate.compare import ab_summary
+        raise ValueError(f"the {split_name} split of {run_dir} is empty; nothing to evaluate")
 
-        metrics["ab"] = ab_summary(row_scores["base"], row_scores["tuned"], metric_name=spec.ab_metric,
-                                   bar=spec.win_bar, seed=recipe.train.seed)
+    want_run_base = against in (None, "base") and spec.compare_base
+    if against == "base" and not is_run_dir(target):
+        raise ValueError("--against base needs a run directory as the target")
+    if is_run_dir(target):
+        _, tuned, baseline = run_systems(run_dir, want_run_base)
+    else:
+        tuned, baseline = model_system(target, recipe), None
+    if against not in (None, "base", "none"):
+        if is_url(against):
+            baseline = endpoint_system(against, against_model)
+        elif is_run_dir(against):
+            _, baseline, _ = run_systems(Path(against), want_base=False)
+        else:
+            baseline = model_system(against, recipe)
+
+    options = GenOptions(spec.batch_size, spec.max_new_tokens, spec.temperature, spec.top_p, recipe.train.seed)
+    cache = AnswerCache(run_dir / "eval" / "cache.jsonl", spec.cache)
+    conversations = [row["messages"] for row in rows]
+    systems = {"tuned": tuned} if baseline is None else {"base": baseline, "tuned": tuned}
+    generated: dict[str, list[Answer]] = {}
+    reused: dict[str, int] = {}
+    for name, system in systems.items():
+        generated[name], reused[name] = cache.answers(system, conversations, options, f"{name} model")
+    answers = {name: [a["answer"] or "" for a in values] for name, values in generated.items()}
+
+    glossary = spec.glossary if isinstance(spec.glossary, list) else None
+    metrics = score_systems(rows, answers, glossary)
+    metrics["split"] = split_name
+    metrics["systems"] = {name: system.label for name, system in systems.items()}
+    metrics["cache"] = {"reused": reused, "generated": {k: len(rows) - v for k, v in reused.items()}}
+    for name, system in systems.items():
+        metrics[name]["perplexity"] = system.perplexity(rows, spec.batch_size) if spec.perplexity else None
+        thinking = reasoning_summary(generated[name])
+        if thinking:
+            metrics[name]["reasoning"] = thinking
+    metrics["ci"] = confidence_intervals(rows, answers, recipe.train.seed)
+
+    row_scores = {name: per_row_scores(rows, values, spec.ab_metric) for name, values in answers.items()}
+    verdicts = None
+    if "base" in answers:
+        from seektune.evaluate.compare import ab_summary, summarise_outcomes
+
+        metrics["ab"] = ab_summary(_ab_scores(row_scores["base"]), _ab_scores(row_scores["tuned"]),
+                                   metric_name=spec.ab_metric, bar=spec.win_bar, seed=recipe.train.seed)
+        by_category = _slices(rows, lambda row: row["meta"].get("category"))
+        if by_category:
+            metrics["ab"]["by_category"] = {}
+            for cat, idx in by_category.items():
+                part = ab_summary([_ab_scores(row_scores["base"])[i] for i in idx],
+                                  [_ab_scores(row_scores["tuned"])[i] for i in idx],
+                                  metric_name=spec.ab_metric, bar=spec.win_bar, seed=recipe.train.seed)
+                metrics["ab"]["by_category"][cat] = {k: part[k] for k in ("n", "wins", "ties", "losses", "win_rate")}
         metrics["tuned"]["win_rate"] = metrics["ab"]["win_rate"]
-    out = run_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        if spec.judge:
+            verdicts = judge_rows(spec.judge, rows, answers["base"], answers["tuned"])
+            decided = [v for v in verdicts if not v.startswith("error")]
+            if not decided:
+                raise ValueError(f"the judge at {spec.judge.endpoint} gave no usable verdict on any row; "
+                                 f"first reply problem: {verdicts[0][7:300]}")
+            metrics["judge"] = summarise_outcomes(decided, metric_name=f"judge ({spec.judge.model})",
+                                                  bar=spec.win_bar, seed=recipe.train.seed)
+            metrics["judge"]["errors"] = len(verdicts) - len(decided)
+            metrics["tuned"]["judge_win_rate"] = metrics["judge"]["win_rate"]
+    elif spec.judge:
+        raise ValueError("eval.judge compares two systems, but only one was evaluated (compare_base is off "
+                         "and no --against was given)")
+
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     samples = []
     for i, row in enumerate(rows):
         sample = {
@@ -129,14 +589,26 @@ def run(run_dir: str | Path) -> dict[str, Any]:
             "question": next(m["content"] for m in reversed(row["messages"]) if m["role"] == "user"),
             "reference": row["messages"][-1]["content"],
             "facts": row["meta"].get("facts") or [],
-            "tuned": tuned[i]["answer"],
         }
-        if base is not None:
-            sample["base"] = base[i]["answer"]
-            sample[f"base_{spec.ab_metric}"] = row_scores["base"][i]
-        sample[f"tuned_{spec.ab_metric}"] = row_scores["tuned"][i]
-        if tuned[i]["reasoning"]:
-            sample["tuned_reasoning"] = tuned[i]["reasoning"]
+        if row["meta"].get("category") is not None:
+            sample["category"] = row["meta"]["category"]
+        for name in answers:
+            sample[name] = answers[name][i]
+            sample[f"{name}_{spec.ab_metric}"] = row_scores[name][i]
+            if generated[name][i].get("reasoning"):
+                sample[f"{name}_reasoning"] = generated[name][i]["reasoning"]
+        if verdicts is not None:
+            sample["judge"] = verdicts[i]
         samples.append(sample)
-    write_jsonl(out / "samples.jsonl", samples)
+    write_jsonl(out_dir / "samples.jsonl", samples)
+    if report:
+        write_run_report(run_dir)
     return metrics
+
+
+def write_run_report(run_dir: Path) -> Path | None:
+    """``<run>/report.html`` and ``report.json`` from what the run directory holds."""
+    from seektune.evaluate.report import write_report
+
+    html_path, _ = write_report(run_dir)
+    return html_path

@@ -179,3 +179,24 @@ def test_krippendorff_alpha_on_the_textbook_example():
         krippendorff_alpha([[1, 2]])
     with pytest.raises(ValueError, match="one entry per unit"):
         krippendorff_alpha([[1, 2], [1]])
+
+
+def test_bootstrap_mean_ci_of_constant_rows_is_a_point_and_paired_delta_sees_a_constant_shift():
+    from seektune.evaluate.compare import bootstrap_mean_ci, paired_delta_ci
+
+    assert bootstrap_mean_ci([0.3] * 20) == pytest.approx((0.3, 0.3))
+    # B is A plus 0.1 on every row: the paired difference has no spread at all, although
+    # each system's own scores spread from 0 to 1
+    a = [i / 19 for i in range(20)]
+    assert paired_delta_ci(a, [x + 0.1 for x in a]) == pytest.approx((0.1, 0.1))
+    with pytest.raises(ValueError, match="pair up"):
+        paired_delta_ci([1.0], [1.0, 2.0])
+
+
+def test_bootstrap_mean_ci_matches_the_normal_approximation_on_coin_flips():
+    from seektune.evaluate.compare import bootstrap_mean_ci
+
+    # 100 rows of 0/1 with mean 0.5: standard error 0.5 / sqrt(100) = 0.05, so the 95%
+    # interval is close to 0.5 -/+ 1.96 * 0.05 = (0.402, 0.598)
+    low, high = bootstrap_mean_ci([0.0, 1.0] * 50, n_resamples=4000, seed=3)
+    assert low == pytest.approx(0.402, abs=0.02) and high == pytest.approx(0.598, abs=0.02)

@@ -1,0 +1,184 @@
+"""`seektune eval` beyond base vs tuned: perplexity, the answer cache, endpoint baselines, the judge,
+models as targets, and test data given on the command line."""
+
+import json
+import math
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seektune.cli import app
+from seektune.data.io import read_jsonl
+from seektune.data.render import render
+from seektune.evaluate import stage
+from seektune.recipe import load_recipe
+from seektune.train import sft
+from tests.conftest import FAQ_ROWS, write_recipe
+
+ANSWERS = {row["question"]: row["answer"] for row in FAQ_ROWS}
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint whose behaviour is chosen by the model name."""
+
+    calls: list[dict] = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeOpenAI.calls.append(body)
+        if self.path != "/v1/chat/completions":
+            self.send_response(404)
+            self.end_headers()
+            return
+        model, messages = body["model"], body["messages"]
+        user = messages[-1]["content"]
+        if model == "oracle":  # answers every known question with the reference, after some thinking
+            content, reasoning = ANSWERS.get(user, "I do not know."), "Let me recall the policy."
+        elif model == "fair-judge":  # prefers the answer that matches the reference; position-blind
+            reference = user.split("Reference answer from the business:\n", 1)[1].split("\n\nQuestion:")[0].strip()
+            a = re.search(r"\[Answer A\]\n(.*?)\n\[End of answer A\]", user, re.S).group(1).strip()
+            b = re.search(r"\[Answer B\]\n(.*?)\n\[End of answer B\]", user, re.S).group(1).strip()
+            verdict = "A" if a == reference and b != reference else "B" if b == reference and a != reference else "tie"
+            content, reasoning = f"Compared with the reference.\nVerdict: {verdict}", None
+        elif model == "first-judge":  # always picks the first answer: pure position bias
+            content, reasoning = "Verdict: A", None
+        else:  # a judge that never says what it thinks
+            content, reasoning = "Both answers have merit.", None
+        message = {"role": "assistant", "content": content}
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        payload = json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_llama):
+    root = tmp_path_factory.mktemp("evalrun")
+    data = root / "faq.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
+    recipe_file = write_recipe(root / "r.yaml", tiny_llama, data, root / "run", train__max_steps=2,
+                               train__lr=1e-2, eval__max_new_tokens=6)
+    return sft.run(load_recipe(recipe_file))
+
+
+def _copy_run(run_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoints", "eval", "report.*"))
+    return target
+
+
+def test_perplexity_is_exp_of_the_token_weighted_answer_loss(trained_run):
+    recipe, loaded, model = stage.load_tuned(trained_run)
+    rows = read_jsonl(trained_run / "data" / "test.jsonl")
+    nll, tokens = 0.0, 0
+    with torch.no_grad():
+        for row in rows:  # one row at a time through the model's own loss: no padding involved
+            r = render(loaded.tokenizer, row["messages"])
+            loss = model(input_ids=torch.tensor([r["input_ids"]]), labels=torch.tensor([r["labels"]])).loss.item()
+            n = sum(1 for label in r["labels"][1:] if label != -100)
+            nll, tokens = nll + loss * n, tokens + n
+    batched = stage.reference_perplexity(model, loaded.tokenizer, rows, batch_size=3)
+    assert batched == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+
+
+def test_eval_reports_perplexity_ci_categories_and_reuses_cached_answers(trained_run, tmp_path):
+    run_dir = _copy_run(trained_run, tmp_path)
+    first = stage.run(run_dir)
+    categories = {row["meta"]["category"] for row in read_jsonl(run_dir / "data" / "test.jsonl")}
+    for system in ("base", "tuned"):
+        assert first[system]["perplexity"] > 1
+        low, high = first["ci"][system]["rougeL"]
+        assert low <= first[system]["rougeL"] <= high
+        assert set(first[system]["by_category"]) == categories
+    assert first["cache"]["generated"] == {"base": first["base"]["n"], "tuned": first["tuned"]["n"]}
+    by_cat = first["ab"]["by_category"]
+    assert sum(part["n"] for part in by_cat.values()) == first["ab"]["n"]
+    assert (run_dir / "report.html").is_file() and (run_dir / "report.json").is_file()
+
+    samples_before = read_jsonl(run_dir / "eval" / "samples.jsonl")
+    second = stage.run(run_dir)
+    assert second["cache"]["reused"] == {"base": first["base"]["n"], "tuned": first["tuned"]["n"]}
+    assert read_jsonl(run_dir / "eval" / "samples.jsonl") == samples_before
+    assert second["tuned"]["rougeL"] == first["tuned"]["rougeL"]
+
+    changed = stage.run(run_dir, overrides=["max_new_tokens=3"])  # another setting: nothing reusable
+    assert changed["cache"]["reused"] == {"base": 0, "tuned": 0}
+    assert all(len(line) > 0 for line in (run_dir / "eval" / "cache.jsonl").read_text().splitlines())
+
+
+def test_against_an_endpoint_with_a_judge(trained_run, tmp_path, endpoint):
+    run_dir = _copy_run(trained_run, tmp_path)
+    FakeOpenAI.calls.clear()
+    metrics = stage.run(run_dir, against=endpoint, against_model="oracle",
+                        judge={"endpoint": endpoint, "model": "fair-judge"})
+    n = metrics["tuned"]["n"]
+    assert metrics["systems"]["base"] == f"oracle at {endpoint}"
+    assert metrics["base"]["rougeL"] == pytest.approx(1.0)  # the oracle gives the references back
+    assert metrics["base"]["reasoning"]["rows"] == n  # reasoning_content is reported, not scored
+    assert metrics["base"]["perplexity"] is None  # an endpoint gives no likelihoods
+    # the tiny tuned model never reproduces a reference, so the fair judge prefers the oracle both times
+    assert metrics["judge"]["losses"] == n and metrics["judge"]["win_rate"] == 0.0
+    judge_calls = [c for c in FakeOpenAI.calls if c["model"] == "fair-judge"]
+    assert len(judge_calls) == 2 * n  # both orders for every row
+    samples = read_jsonl(run_dir / "eval" / "samples.jsonl")
+    assert all(s["judge"] == "loss" and s["base_reasoning"] for s in samples)
+
+    FakeOpenAI.calls.clear()
+    stage.run(run_dir, against=endpoint, against_model="oracle", judge={"endpoint": endpoint, "model": "first-judge"})
+    assert not [c for c in FakeOpenAI.calls if c["model"] == "oracle"]  # the oracle's answers came from the cache
+    biased = json.loads((run_dir / "eval" / "metrics.json").read_text())["judge"]
+    assert biased["ties"] == n and biased["wins"] == biased["losses"] == 0  # position bias cancels to ties
+
+
+def test_a_judge_without_verdicts_stops_the_eval_with_its_reply(trained_run, tmp_path, endpoint):
+    run_dir = _copy_run(trained_run, tmp_path)
+    with pytest.raises(ValueError, match="no usable verdict.*Both answers have merit"):
+        stage.run(run_dir, against=endpoint, against_model="oracle", judge={"endpoint": endpoint, "model": "vague"})
+
+
+def test_cli_evaluates_a_model_on_given_data_and_names_bad_rows(tmp_path, tiny_llama):
+    good = tmp_path / "test.jsonl"
+    good.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS[:3]), encoding="utf-8")
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval", str(tiny_llama), "--data", str(good), "--out", str(out),
+                                 "max_new_tokens=3", "data.columns.user=question", "data.columns.assistant=answer",
+                                 "--against", "none"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["tuned"]["n"] == 3 and "base" not in metrics and metrics["tuned"]["perplexity"] > 1
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(FAQ_ROWS[0]) + "\n" + json.dumps({"question": "no answer"}) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(tiny_llama), "--data", str(bad), "--out", str(out),
+                                 "data.columns.user=question", "data.columns.assistant=answer"])
+    assert result.exit_code == 2
+    assert "bad.jsonl:2" in result.output
+
+    result = runner.invoke(app, ["eval", str(tiny_llama)])
+    assert result.exit_code == 2 and "--data" in result.output
+
+    result = runner.invoke(app, ["eval", str(tiny_llama), "--data", str(good), "--out", str(out), "max_rowz=2"])
+    assert result.exit_code == 2 and "eval.max_rows" in result.output
