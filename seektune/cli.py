@@ -72,7 +72,8 @@ def _guard(func, *args):
 
     try:
         return func(*args)
-    except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, ValueError, MethodUnavailable) as exc:
+    except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, FileExistsError, ValueError,
+            MethodUnavailable) as exc:
         _fail(str(exc))
     except NonFiniteLoss as exc:
         _fail(str(exc), code=3)
@@ -95,7 +96,8 @@ def print_prepare_summary(run_dir: Path) -> None:
 
 def print_metrics(metrics: dict) -> None:
     systems = [s for s in ("base", "tuned") if s in metrics]
-    table = Table(title=f"base vs tuned on the {metrics.get('split', 'test')} split")
+    labels = metrics.get("systems", {})
+    table = Table(title=f"base vs tuned on {metrics.get('split', 'test')}")
     table.add_column("slice")
     table.add_column("metric")
     for system in systems:
@@ -106,7 +108,8 @@ def print_metrics(metrics: dict) -> None:
     for lang in metrics[systems[0]].get("by_language", {}):
         slices.append((lang, lambda s, lang=lang: metrics[s]["by_language"][lang]))
     for name, get in slices:
-        for key in ("fact_accuracy", "rougeL", "bleu"):
+        keys = ("fact_accuracy", "rougeL", "bleu") + (("term_coverage", "perplexity") if name == "all" else ())
+        for key in keys:
             values = [get(s).get(key) for s in systems]
             if all(v is None for v in values):
                 continue
@@ -115,12 +118,22 @@ def print_metrics(metrics: dict) -> None:
                 cells.append(f"{values[1] - values[0]:+.3f}")
             table.add_row(f"{name} (n={get(systems[0])['n']})", key, *cells)
     console.print(table)
-    ab = metrics.get("ab")
-    if ab:
+    for system in systems:
+        if system in labels:
+            console.print(f"  {system}: {labels[system]}", highlight=False, soft_wrap=True)
+        if metrics[system].get("reasoning"):
+            thinking = metrics[system]["reasoning"]
+            console.print(f"  {system} reasoned on {thinking['rows']} rows, {thinking['mean_words']:.0f} words "
+                          f"on average (not scored)", highlight=False)
+    for key, what in (("ab", "by " + str(metrics.get("ab", {}).get("metric"))), ("judge", "by the judge")):
+        ab = metrics.get(key)
+        if not ab:
+            continue
         verdict = "[green]pass[/]" if ab["passed"] else "[red]below the bar[/]"
-        console.print(f"tuned vs base by {ab['metric']}: {ab['wins']} wins, {ab['ties']} ties, {ab['losses']} losses; "
+        errors = f"; {ab['errors']} rows without a verdict" if ab.get("errors") else ""
+        console.print(f"tuned vs base {what}: {ab['wins']} wins, {ab['ties']} ties, {ab['losses']} losses; "
                       f"win rate {ab['win_rate']:.2f} (95% CI {ab['ci_low']:.2f}-{ab['ci_high']:.2f}, "
-                      f"sign test p={ab['p_value']:.2g}); bar {ab['bar']:.2f}: {verdict}", soft_wrap=True)
+                      f"sign test p={ab['p_value']:.2g}); bar {ab['bar']:.2f}: {verdict}{errors}", soft_wrap=True)
 
 
 @app.command()
@@ -175,14 +188,43 @@ def run_distributed(loaded, recipe: Path, overrides: list[str], nproc: int) -> N
 
 @app.command(name="eval")
 def eval_(
-    run: RunArg,
+    target: Annotated[str, typer.Argument(help="A run directory, or a model (alias, local dir, .gguf, Hub id) "
+                                          "with --data.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="eval settings as key=value, e.g. max_rows=50 max_new_tokens=128 temperature=0.7 "
+                       "cache=false (the recipe's eval: section); data.* keys map --data's fields, e.g. "
+                       "data.columns.user=question data.columns.assistant=answer.", show_default=False),
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(help="The baseline: 'base' (the run's untuned model, the default), 'none', another run "
+                     "directory, a model, or an OpenAI-compatible endpoint URL such as http://127.0.0.1:8000/v1."),
+    ] = None,
+    against_model: Annotated[str, typer.Option(help="Model name sent to an --against endpoint.")] = "default",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Test rows (any format `seektune prepare` reads) instead of the run's test split."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where results go when the target is a model (default runs/eval-<model>).")
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="An OpenAI-compatible endpoint URL whose model judges base vs tuned answers "
+                     "(asked in both orders); overrides the recipe's eval.judge.endpoint."),
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model name sent to the judge endpoint.")] = None,
     fail_under: Annotated[
         str | None,
         typer.Option("--fail-under", help="Gates for CI, e.g. 'rougeL=0.3,win_rate=0.7,fact_accuracy=0.5': "
                      "exit 1 when a tuned-model figure is below its bar."),
     ] = None,
 ) -> None:
-    """Answer the test split with the base and the tuned model; write <run>/eval/metrics.json and samples.jsonl."""
+    """Answer the test split with the tuned model and a baseline; write <run>/eval/ and <run>/report.html.
+
+    Answers are cached in <run>/eval/cache.jsonl, so a re-run only generates what changed.
+    """
     _quiet_libraries()
     from seektune.evaluate import stage
     from seektune.evaluate.compare import check_gates, parse_fail_under
@@ -191,9 +233,19 @@ def eval_(
         gates = parse_fail_under(fail_under) if fail_under else {}
     except ValueError as exc:
         _fail(f"--fail-under: {exc}")
-    metrics = _guard(stage.run, run)
+    judge_settings = {k: v for k, v in (("endpoint", judge), ("model", judge_model)) if v}
+
+    def evaluate():
+        return stage.run(target, against=against, against_model=against_model, data=data, out=out,
+                         judge=judge_settings or None, overrides=overrides)
+
+    metrics = _guard(evaluate)
     print_metrics(metrics)
-    console.print(f"answers side by side: {run / 'eval' / 'samples.jsonl'}")
+    run_dir = Path(target) if stage.is_run_dir(target) else (out or Path("runs") / f"eval-{stage._slug(target)}")
+    cache = metrics.get("cache", {}).get("reused", {})
+    if any(cache.values()):
+        console.print("reused cached answers: " + ", ".join(f"{k} {v}" for k, v in cache.items()))
+    console.print(f"answers side by side: {run_dir / 'eval' / 'samples.jsonl'}\nreport: {run_dir / 'report.html'}")
     failures = check_gates(metrics["tuned"], gates) if gates else []
     for failure in failures:
         err.print(f"[bold red]gate failed:[/] {failure}", highlight=False, soft_wrap=True)
@@ -243,6 +295,81 @@ def chat(
     from seektune import chat as chat_stage
 
     _guard(chat_stage.run, target, message, max_new_tokens)
+
+
+@app.command()
+def report(run: RunArg) -> None:
+    """(Re)write <run>/report.html and report.json from what the run directory holds (no generation)."""
+    from seektune.evaluate.report import write_report
+
+    html_path, json_path = _guard(write_report, run)
+    console.print(f"report: {html_path}\nnumbers: {json_path}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more evaluated run directories.")],
+    out: Annotated[Path, typer.Option(help="Where to write the HTML table and chart (compare.json beside it).")] =
+    Path("compare.html"),
+) -> None:
+    """Put several runs' tuned-model metrics side by side (e.g. LoRA r=8 vs r=16 vs full)."""
+    from seektune.evaluate.report import compare_runs, compare_table_rows
+
+    result = _guard(compare_runs, runs, out)
+    header, rows = compare_table_rows(result)
+    table = Table(title="runs compared (tuned model on each run's eval split)")
+    for name in header:
+        table.add_column(name, justify="left" if name == header[0] else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    best = result.get("best", {})
+    if best:
+        console.print("best: " + ", ".join(f"{metric} {run}" for metric, run in best.items()), highlight=False,
+                      soft_wrap=True)
+    console.print(f"table and chart: {out}")
+
+
+human_app = typer.Typer(help="Blind side-by-side rating by people: export sheets, collect them, import the scores.",
+                        no_args_is_help=True)
+app.add_typer(human_app, name="human-eval")
+
+
+@human_app.command("export")
+def human_export(
+    run: RunArg,
+    raters: Annotated[int, typer.Option(help="How many raters get a sheet (each a different order).")] = 3,
+    max_items: Annotated[int | None, typer.Option(help="Rate a random subset of this many rows.")] = None,
+    criteria: Annotated[str, typer.Option(help="Comma-separated 1-5 criteria.")] =
+    "accuracy,relevance,completeness,helpfulness,safety",
+    seed: Annotated[int, typer.Option(help="Seed for the blind ordering.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace sheets that were already filled in.")] = False,
+) -> None:
+    """Write blind rating sheets (CSV + printable HTML) for base vs tuned to <run>/human_eval/."""
+    from seektune.evaluate.human import export_sheets
+
+    names = [c.strip() for c in criteria.split(",") if c.strip()]
+    paths = _guard(lambda: export_sheets(run, raters=raters, seed=seed, max_items=max_items, criteria=names,
+                                         force=force))
+    for path in paths:
+        console.print(f"  {path}", highlight=False)
+    console.print(f"send each rater their sheet; then: seektune human-eval import {run} <filled sheets...>")
+
+
+@human_app.command("import")
+def human_import(
+    run: RunArg,
+    sheets: Annotated[list[Path], typer.Argument(help="Filled CSV sheets, any number of raters.")],
+) -> None:
+    """Un-blind filled sheets: mean score per system and criterion, Krippendorff's alpha between raters."""
+    from seektune.evaluate.human import format_results, import_sheets
+    from seektune.evaluate.report import write_report
+
+    results = _guard(import_sheets, run, sheets)
+    console.print(format_results(results), highlight=False)
+    if (run / "eval" / "metrics.json").is_file():
+        html_path, _ = write_report(run)
+        console.print(f"report updated: {html_path}")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m seektune`
