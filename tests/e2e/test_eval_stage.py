@@ -182,3 +182,48 @@ def test_cli_evaluates_a_model_on_given_data_and_names_bad_rows(tmp_path, tiny_l
 
     result = runner.invoke(app, ["eval", str(tiny_llama), "--data", str(good), "--out", str(out), "max_rowz=2"])
     assert result.exit_code == 2 and "eval.max_rows" in result.output
+
+
+def test_cli_report_compare_and_human_eval_round_trip(trained_run, tmp_path):
+    import csv
+
+    run_a = _copy_run(trained_run, tmp_path)
+    stage.run(run_a)
+    run_b = tmp_path / "run_b"
+    import shutil
+
+    shutil.copytree(run_a, run_b)
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["compare", str(run_a), str(run_b), "--out", str(tmp_path / "cmp.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cmp.html").is_file() and json.loads((tmp_path / "cmp.json").read_text())["runs"]
+    missing = runner.invoke(app, ["compare", str(run_a), str(tmp_path)])
+    assert missing.exit_code == 2 and "seektune eval" in missing.output
+
+    result = runner.invoke(app, ["human-eval", "export", str(run_a), "--raters", "2"])
+    assert result.exit_code == 0, result.output
+    key = json.loads((run_a / "human_eval" / "key.json").read_text())
+    filled = []
+    for sheet in sorted((run_a / "human_eval").glob("sheet-r*.csv")):
+        with sheet.open(encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:  # both raters give the tuned answer 4 and the base answer 2 on every criterion
+            order = key["raters"][row["rater"]][row["item_id"]]
+            for position in ("1", "2"):
+                system = order[position]
+                for column in [c for c in row if c.startswith(f"answer{position}_")]:
+                    row[column] = "4" if system == "tuned" else "2"
+        with sheet.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        filled.append(str(sheet))
+    result = runner.invoke(app, ["human-eval", "import", str(run_a), *filled])
+    assert result.exit_code == 0, result.output
+    results = json.loads((run_a / "human_eval" / "results.json").read_text())
+    assert results["systems"]["tuned"]["overall"] == 4 and results["systems"]["base"]["overall"] == 2
+    assert json.loads((run_a / "report.json").read_text())["human"]["systems"] == results["systems"]
+
+    result = runner.invoke(app, ["report", str(run_a)])
+    assert result.exit_code == 0 and "report.html" in result.output
