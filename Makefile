@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.seektune-installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean check-report
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Open the demo's report.html in headless Chromium: no console errors, loss curve and table shown.
+check-report: $(STAMP)
+	SEEKTUNE_REPORT_RUN=runs/customer-service $(BIN)/python -m pytest -q tests/e2e/test_report_browser.py
 
 clean:
 	rm -rf $(VENV) runs
