@@ -2,6 +2,7 @@
 
     seektune chat runs/customer-service
     seektune chat smollm2-135m-instruct -m "What is your return window?"
+    seektune chat runs/customer-service --backend onnx     # the exported model, through onnxruntime
 """
 
 from __future__ import annotations
@@ -46,11 +47,66 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, str
     return tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def run(target: str, message: str | None = None, max_new_tokens: int = 256) -> None:
-    model, tokenizer, system = load_for_chat(target)
+BACKENDS = ("torch", "onnx", "int8")
+
+
+def _exported(target: str, kind: str) -> Path:
+    """The export directory to chat with: ``<run>/export/<kind>`` of a run, or the directory itself."""
+    path = Path(target)
+    if (path / RESOLVED_NAME).is_file():
+        path = path / "export" / kind
+    marker = {"onnx": "onnx_config.json", "int8": "seektune_int8.json"}[kind]
+    if not (path / marker).is_file():
+        raise FileNotFoundError(f"{path} holds no {kind} export; run `seektune export {target} --to {kind}` first")
+    return path
+
+
+def _system_prompt(target: str) -> str | None:
+    path = Path(target)
+    if (path / RESOLVED_NAME).is_file():
+        from seektune.recipe import load_run
+
+        return load_run(path).data.system_prompt
+    return None
+
+
+def responder(target: str, backend: str = "torch"):
+    """``(respond, system_prompt)``; ``respond(messages, max_new_tokens)`` prints the answer as it
+    streams and returns it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "onnx":
+        from seektune.export.onnx import chat_backend
+
+        stream = chat_backend(_exported(target, "onnx"))
+
+        def respond(messages, max_new_tokens):
+            pieces = []
+            for piece in stream(messages, max_new_tokens):
+                print(piece, end="", flush=True)
+                pieces.append(piece)
+            print()
+            return "".join(pieces).strip()
+
+        return respond, _system_prompt(target)
+    if backend == "int8":
+        from transformers import AutoTokenizer
+
+        from seektune.export.quantize import load_int8
+
+        directory = _exported(target, "int8")
+        model, tokenizer = load_int8(directory), AutoTokenizer.from_pretrained(directory)
+        system = _system_prompt(target)
+    else:
+        model, tokenizer, system = load_for_chat(target)
+    return (lambda messages, max_new_tokens: reply(model, tokenizer, messages, max_new_tokens)), system
+
+
+def run(target: str, message: str | None = None, max_new_tokens: int = 256, backend: str = "torch") -> None:
+    respond, system = responder(target, backend)
     base: list[dict] = [{"role": "system", "content": system}] if system else []
     if message is not None:
-        reply(model, tokenizer, base + [{"role": "user", "content": message}], max_new_tokens)
+        respond(base + [{"role": "user", "content": message}], max_new_tokens)
         return
     history = list(base)
     print("seektune chat - /reset clears the conversation, /exit or Ctrl-D quits.")
@@ -69,5 +125,5 @@ def run(target: str, message: str | None = None, max_new_tokens: int = 256) -> N
             continue
         history.append({"role": "user", "content": question})
         print("assistant> ", end="", flush=True)
-        answer = reply(model, tokenizer, history, max_new_tokens)
+        answer = respond(history, max_new_tokens)
         history.append({"role": "assistant", "content": answer})

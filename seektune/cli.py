@@ -289,12 +289,50 @@ def chat(
         str | None, typer.Option("--message", "-m", help="Ask one question, print the answer and exit.")
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    backend: Annotated[
+        str, typer.Option(help="torch (the run or model as trained), onnx or int8 (its export from "
+                          "`seektune export`; a run directory or the export directory itself).")
+    ] = "torch",
 ) -> None:
     """Chat with a tuned run (or any model) in the terminal; answers stream as they are generated."""
     _quiet_libraries()
     from seektune import chat as chat_stage
 
-    _guard(chat_stage.run, target, message, max_new_tokens)
+    _guard(chat_stage.run, target, message, max_new_tokens, backend)
+
+
+@app.command()
+def export(
+    run: RunArg,
+    to: Annotated[str, typer.Option(help="merged (HF safetensors), int8 (CPU int8 weights), onnx (onnxruntime) "
+                                    "or gguf (llama.cpp / Ollama).")],
+    quant: Annotated[
+        str | None, typer.Option(help="gguf only: f16 (default), f32, q8_0 or q4_0.")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="merged only: float32, bfloat16 or float16 (default: as the base).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an earlier export of the same target.")] = False,
+    verify: Annotated[
+        bool, typer.Option(help="Check the export against the trained model (logits, greedy answers, perplexity) "
+                           "and record the figures in export.json.")
+    ] = True,
+) -> None:
+    """Export a run for other runtimes into <run>/export/<target>/, with an export.json of sizes and parity."""
+    _quiet_libraries()
+    from seektune.export import stage as export_stage
+
+    record = _guard(lambda: export_stage.run(run, to, quant=quant, dtype=dtype, force=force, verify=verify))
+    print_export(record)
+
+
+def print_export(record: dict) -> None:
+    where = record.get("file") or record.get("dir")
+    console.print(f"exported {record['source_run']} -> {record['target']}: {where}", highlight=False, soft_wrap=True)
+    for key, value in record.items():
+        if key in {"parity", "speed", "sizes"} and isinstance(value, dict):
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+            console.print(f"  {key}: {shown}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Export building blocks: merged checkpoints, int8, ONNX and GGUF files."""

@@ -1,0 +1,254 @@
+"""The export stage: turn a run into what other runtimes load, and prove it still answers alike.
+
+    seektune export runs/customer-service --to merged          # HF safetensors, LoRA merged in
+    seektune export runs/customer-service --to int8            # CPU dynamic int8 (torch)
+    seektune export runs/customer-service --to onnx            # onnxruntime, with past key values
+    seektune export runs/customer-service --to gguf --quant q8_0   # llama.cpp / Ollama
+
+Everything lands in ``<run>/export/<target>/`` with an ``export.json`` holding the source
+run, target, sizes and the parity figures measured against the trained model. Every
+target but ``merged`` starts from the merged model, which is written (or reused) first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TARGETS = ("merged", "int8", "onnx", "gguf")
+EXPORT_RECORD = "export.json"
+
+
+class ExportExists(FileExistsError):
+    pass
+
+
+def _prompts(run_dir: Path, n: int) -> list[list[dict[str, str]]]:
+    """The first ``n`` test (else val, else train) questions as chat prompts, for parity checks."""
+    from seektune.data.io import read_jsonl
+
+    for split in ("test", "val", "train"):
+        path = run_dir / "data" / f"{split}.jsonl"
+        if path.is_file():
+            rows = [r for r in read_jsonl(path) if "messages" in r][:n]
+            if rows:
+                return [[{"role": m["role"], "content": m["content"]} for m in r["messages"][:-1]] for r in rows]
+    return [[{"role": "user", "content": q}] for q in ("Hello! Who are you?", "What can you help me with?")][:n]
+
+
+def _batch(tokenizer, prompts):
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    tokenizer.padding_side = "left"
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+@torch.inference_mode()
+def _logits(model, batch) -> torch.Tensor:
+    return model(**batch).logits[batch["attention_mask"].bool()].float()
+
+
+@torch.inference_mode()
+def greedy(model, tokenizer, prompts, max_new_tokens: int = 24) -> list[list[int]]:
+    batch = _batch(tokenizer, prompts)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    result = []
+    for row in out[:, width:].tolist():
+        result.append(row[: row.index(eos) + 1] if eos in row else row)
+    return result
+
+
+def _prepare_dir(path: Path, force: bool) -> None:
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise ExportExists(f"{path} already exists; pass --force to overwrite it")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    return record
+
+
+def ensure_merged(run_dir: Path, *, dtype: str | None = None, force: bool = False, verify: bool = True,
+                  parity_prompts: int = 8) -> tuple[Path, dict[str, Any]]:
+    """``<run>/export/merged`` (written now, or reused when complete), and its export record."""
+    from transformers import AutoModelForCausalLM
+
+    from seektune.evaluate.stage import load_tuned
+    from seektune.export.merge import export_merged
+
+    out = run_dir / "export" / "merged"
+    record_file = out / EXPORT_RECORD
+    if record_file.is_file() and not force:
+        record = json.loads(record_file.read_text())
+        if record.get("dtype") == dtype:
+            return out, record
+    _prepare_dir(out, force=True if record_file.is_file() else force)
+    started = time.perf_counter()
+    figures = export_merged(run_dir, out, dtype)
+    record: dict[str, Any] = {"source_run": str(run_dir), "target": "merged", "dir": str(out), "dtype": dtype,
+                              **figures,
+                              "seconds": round(time.perf_counter() - started, 1), "dir_bytes": _dir_bytes(out)}
+    if verify:
+        _, loaded, tuned = load_tuned(run_dir)
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        batch = _batch(loaded.tokenizer, _prompts(run_dir, parity_prompts))
+        diff = (_logits(merged, batch) - _logits(tuned.float(), batch)).abs().max().item()
+        record["parity"] = {"against": "adapter model", "prompts": len(batch["input_ids"]),
+                            "max_abs_logit_diff": diff}
+    return out, _write_record(out, record)
+
+
+def export_int8(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seektune.data.io import read_jsonl
+    from seektune.evaluate.stage import reference_perplexity
+    from seektune.export import quantize
+
+    out = run_dir / "export" / "int8"
+    _prepare_dir(out, force)
+    if torch.cuda.is_available():
+        figures = quantize.bnb_quantize(merged_dir, out, 8)
+        return _write_record(out, {"source_run": str(run_dir), "target": "int8", "dir": str(out),
+                                   "scheme": "bitsandbytes 8-bit",
+                                   **figures})
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    quantized = quantize.quantize_int8(AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval())
+    figures = quantize.save_int8(quantized, merged_dir, out)
+    record: dict[str, Any] = {"source_run": str(run_dir), "target": "int8", "dir": str(out),
+                              "scheme": "int8 weights (per output channel), float activations",
+                              **figures, "merged_bytes": _weights_bytes(merged_dir)}
+    record["size_ratio"] = record["bytes"] / record["merged_bytes"]
+    if verify:
+        reloaded = quantize.load_int8(out)
+        tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+        rows = []
+        test = run_dir / "data" / "test.jsonl"
+        if test.is_file():
+            rows = [r for r in read_jsonl(test) if "messages" in r]
+        if rows:
+            base_ppl = reference_perplexity(merged, tokenizer, rows)
+            int8_ppl = reference_perplexity(reloaded, tokenizer, rows)
+            record["parity"] = {"split": "test", "rows": len(rows), "merged_perplexity": base_ppl,
+                                "int8_perplexity": int8_ppl, "perplexity_change": int8_ppl / base_ppl - 1}
+        prompt = _prompts(run_dir, 1)[0]
+        record["speed"] = {"merged_tokens_per_s": quantize.tokens_per_second(merged, tokenizer, prompt),
+                           "int8_tokens_per_s": quantize.tokens_per_second(reloaded, tokenizer, prompt),
+                           "threads": torch.get_num_threads()}
+    return _write_record(out, record)
+
+
+def _weights_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+
+
+def run(run_dir: str | Path, to: str, *, quant: str | None = None, dtype: str | None = None,
+        force: bool = False, verify: bool = True) -> dict[str, Any]:
+    """Export ``run_dir`` to ``to``; returns (and writes) the target's export.json."""
+    from seektune.recipe import RESOLVED_NAME
+
+    run_dir = Path(run_dir)
+    if to not in TARGETS:
+        raise ValueError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
+    if not (run_dir / RESOLVED_NAME).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a seektune run directory (no {RESOLVED_NAME})")
+    if quant and to != "gguf":
+        raise ValueError(f"--quant applies to --to gguf only (got --to {to})")
+    if to == "merged":
+        target = run_dir / "export" / "merged"
+        if (target / EXPORT_RECORD).is_file() and not force:
+            raise ExportExists(f"{target} already exists; pass --force to overwrite it")
+        return ensure_merged(run_dir, dtype=dtype, force=force, verify=verify)[1]
+    merged_dir, _ = ensure_merged(run_dir, verify=verify)
+    if to == "int8":
+        return export_int8(run_dir, merged_dir, force, verify)
+    if to == "onnx":
+        return export_onnx(run_dir, merged_dir, force, verify)
+    return export_gguf(run_dir, merged_dir, quant or "f16", force, verify)
+
+
+def export_onnx(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> dict[str, Any]:
+    """model.onnx with past key values, run by onnxruntime; parity on logits and greedy answers."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seektune.export.onnx import OnnxCausalLM
+    from seektune.export.onnx import export_onnx as write_onnx
+
+    out = run_dir / "export" / "onnx"
+    _prepare_dir(out, force)
+    started = time.perf_counter()
+    figures = write_onnx(merged_dir, out)
+    record: dict[str, Any] = {"source_run": str(run_dir), "target": "onnx", "dir": str(out), **figures,
+                              "seconds": round(time.perf_counter() - started, 1), "dir_bytes": _dir_bytes(out)}
+    if verify:
+        prompts = _prompts(run_dir, 20)
+        tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+        session = OnnxCausalLM(out)
+        batch = _batch(tokenizer, prompts)
+        ort = session.logits(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
+        mask = batch["attention_mask"].numpy().astype(bool)
+        diff = float(np.abs(ort[mask] - _logits(merged, batch).numpy()).max())
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        theirs = session.generate(texts, max_new_tokens=24,
+                                  eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token))
+        ours = greedy(merged, tokenizer, prompts)
+        record["parity"] = {"against": "merged model in PyTorch", "prompts": len(prompts),
+                            "max_abs_logit_diff": diff,
+                            "greedy_identical": sum(list(a) == list(b) for a, b in zip(ours, theirs))}
+    return _write_record(out, record)
+
+
+def export_gguf(run_dir: Path, merged_dir: Path, quant: str, force: bool, verify: bool) -> dict[str, Any]:
+    """A GGUF file with the tokenizer and chat template in its metadata, plus an Ollama Modelfile."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seektune.export.gguf import write_gguf, write_modelfile
+    from seektune.recipe import load_run
+
+    out = run_dir / "export" / "gguf"
+    gguf_file = out / f"{run_dir.name}-{quant}.gguf"
+    if gguf_file.exists() and not force:
+        raise ExportExists(f"{gguf_file} already exists; pass --force to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    started = time.perf_counter()
+    figures = write_gguf(merged_dir, gguf_file, quant, chat_template=tokenizer.chat_template, name=run_dir.name)
+    system = load_run(run_dir).data.system_prompt
+    modelfile = write_modelfile(gguf_file, out / "Modelfile", chat_template=tokenizer.chat_template, system=system)
+    record: dict[str, Any] = {"source_run": str(run_dir), "target": "gguf", **figures, "file": str(gguf_file),
+                              "modelfile": str(modelfile), "seconds": round(time.perf_counter() - started, 1),
+                              "merged_bytes": _weights_bytes(merged_dir)}
+    if verify:
+        prompts = _prompts(run_dir, 20)
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_file.name, dtype=torch.float32)
+        loaded_tokenizer = AutoTokenizer.from_pretrained(out, gguf_file=gguf_file.name)
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        same_ids = sum(tokenizer(t, add_special_tokens=False)["input_ids"]
+                       == loaded_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
+        batch = _batch(tokenizer, prompts)
+        diff = (_logits(loaded, batch) - _logits(merged, batch)).abs().max().item()
+        ours, theirs = greedy(merged, tokenizer, prompts), greedy(loaded, tokenizer, prompts)
+        record["parity"] = {"against": "merged model, reloaded through transformers' GGUF loader",
+                            "prompts": len(prompts), "max_abs_logit_diff": diff,
+                            "greedy_identical": sum(a == b for a, b in zip(ours, theirs)),
+                            "tokenizer_identical": same_ids,
+                            "chat_template_stored": loaded_tokenizer.chat_template == tokenizer.chat_template}
+    (out / f"{gguf_file.stem}.export.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    return _write_record(out, record)  # export.json: the latest GGUF export (the Modelfile points at it)
