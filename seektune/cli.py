@@ -410,6 +410,79 @@ def human_import(
         console.print(f"report updated: {html_path}")
 
 
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="A run directory, or a model (alias, local dir, .gguf, Hub id).")],
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="More adapters as name=RUN_DIR (repeatable); a request picks one with its `model` field."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SEEKTUNE_API_KEY", help="Require `Authorization: Bearer KEY` on every "
+                                 "route but /health (also read from SEEKTUNE_API_KEY).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most requests generated together in one batch.")] = 8,
+    max_concurrency: Annotated[int, typer.Option(help="Requests in flight before new ones get 429.")] = 64,
+    max_tokens_cap: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
+    cache_size: Annotated[int, typer.Option(help="Exact-match response cache entries for temperature-0 requests "
+                                            "(0 turns it off).")] = 0,
+    feedback_db: Annotated[
+        Path | None, typer.Option(help="SQLite file for completions and user feedback (default: <run>/feedback.sqlite).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="hf (transformers, any machine) or vllm (CUDA with vllm installed).")]
+    = "hf",
+    allowed_run_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="Directories --adapter runs may come from (repeatable; default: the working directory)."),
+    ] = None,
+) -> None:
+    """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback, /metrics) and a web playground at /."""
+    _quiet_libraries()
+    from seektune.serve.app import ServeSettings
+    from seektune.serve.app import serve as serve_app
+
+    adapters = {}
+    for item in adapter or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            _fail(f"--adapter {item!r} is not name=RUN_DIR")
+        adapters[name] = Path(path)
+    settings = ServeSettings(target=target, adapters=adapters, host=host, port=port, api_key=api_key,
+                             max_batch=max_batch, max_concurrency=max_concurrency, max_tokens_cap=max_tokens_cap,
+                             cache_size=cache_size, feedback_db=feedback_db, engine=engine,
+                             allowed_run_dirs=allowed_run_dir or None)
+    if engine not in ("hf", "vllm"):
+        _fail(f"--engine {engine!r}: choose hf or vllm")
+    try:
+        _guard(serve_app, settings)
+    except RuntimeError as exc:  # e.g. --engine vllm without CUDA or vllm
+        _fail(str(exc))
+
+
+feedback_app = typer.Typer(help="User feedback captured by `seektune serve`: turn it into training data.",
+                           no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    db: Annotated[Path, typer.Option(help="The SQLite file `seektune serve` wrote (e.g. runs/x/feedback.sqlite).")],
+    to: Annotated[str, typer.Option(help="sft (corrections and up-rated answers) or dpo (preferred vs rejected "
+                                    "answer pairs).")],
+    out: Annotated[Path | None, typer.Option(help="Output JSONL (default: feedback-<to>.jsonl beside the db).")] = None,
+) -> None:
+    """Write feedback as rows for the next training run (`data.paths` of a recipe, or `seektune update`)."""
+    from seektune.serve.feedback import export_feedback
+
+    target = out or db.with_name(f"feedback-{to}.jsonl")
+    counts = _guard(export_feedback, db, to, target)
+    skipped = ", ".join(f"{reason} {n}" for reason, n in (counts.get("skipped") or {}).items())
+    console.print(f"wrote {counts['rows']} {to} rows to {target}" + (f" (skipped: {skipped})" if skipped else ""),
+                  highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m seektune`
     app(prog_name="seektune")
     sys.exit(0)
