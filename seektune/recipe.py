@@ -242,6 +242,12 @@ class TrainSpec(_Section):
     sampling: Literal["group_by_length", "random", "sequential"] = Field(
         "group_by_length", description="Row order: length-grouped batches (least padding), shuffled, or as written."
     )
+    batching: Literal["padding_free", "padded"] = Field(
+        "padding_free",
+        description="padding_free: a batch's rows are concatenated into one sequence that attention keeps apart, "
+        "so no padding is computed (padded where the model or method cannot keep rows apart: prefix / prompt "
+        "tuning); padded: each row padded to the batch's longest. Same loss and gradients either way.",
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Trackers that receive metrics and the run's config."
     )

@@ -6,6 +6,10 @@ Reads the prepared splits (running ``prepare`` first when they are missing), ren
 them with the chat template (loss on assistant tokens and EOS only), trains, and
 writes ``<run>/adapter/`` (safetensors + tokenizer + chat template), ``<run>/train.json``
 and TensorBoard logs in ``<run>/logs/``.
+
+Batches are padding-free by default and the LM head scores only labelled positions
+(``seektune/train/packing.py``): no FLOPs on padding or on prompt logits, with the loss
+and gradients of plain padded batches.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from seektune.data.io import Reject, read_jsonl
 from seektune.data.render import RenderError, render_record
 from seektune.models.load import load_model
 from seektune.recipe import Recipe, save_resolved
+from seektune.train import packing
 from seektune.train.methods import (
     PEFT_METHODS,
     apply_freezing,
@@ -79,7 +85,9 @@ def trackers(names: list[str]) -> list[str]:
     return list(names) or ["none"]
 
 
-def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
+def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: bool = False):
+    import importlib.util
+
     from trl import SFTConfig
 
     train = recipe.train
@@ -124,7 +132,10 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
         bf16=bf16,
         fp16=fp16,
         max_length=None,  # rows are already rendered and truncated by data.render
-        train_sampling_strategy=train.sampling,  # group_by_length (default) pads least
+        padding_free=padding_free,  # trl's collator: one sequence per batch, per-row position_ids
+        # GPU only, untested here (no GPU on the project's machines): Liger's norm / RoPE / SwiGLU kernels
+        use_liger_kernel=on_gpu and importlib.util.find_spec("liger_kernel") is not None,
+        train_sampling_strategy=train.sampling,  # group_by_length (default) pads least when rows are padded
         report_to=trackers(train.report_to),
         use_cpu=not on_gpu,  # also what makes accelerate set up gloo DDP for CPU workers under torchrun
         dataloader_num_workers=0,
@@ -133,22 +144,33 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool):
     )
 
 
-def run(recipe: Recipe) -> Path:
-    """Fine-tune and save the adapter; returns the run directory."""
-    from seektune.train.checkpoint import GuardedTrainer, NonFiniteLoss, newest_complete
+def batching(recipe: Recipe, model) -> str:
+    """The recipe's batching, or padded where padding-free batches would be wrong for this model or method."""
+    if recipe.train.batching == "padded":
+        return "padded"
+    blocker = packing.padding_free_blocker(model, recipe.method.name)
+    if blocker:
+        log.warning("padding-free batches are off for this run (%s); rows are padded instead", blocker)
+        return "padded"
+    return "padding_free"
 
-    if recipe.task == "classification":
-        from seektune.train import classify
 
-        return classify.run(recipe)
+@dataclass
+class Built:
+    """A trainer ready to run, and what ``run`` reports about it."""
+
+    trainer: Any
+    tokenizer: Any
+    train_set: Any
+    family: str
+    batching: str
+
+
+def build_trainer(recipe: Recipe, main_process: bool = True) -> Built:
+    """Model, rendered splits and trainer for a recipe whose data is prepared."""
+    from seektune.train.checkpoint import GuardedTrainer
+
     run_dir = recipe.run_dir
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate launch
-    if not (run_dir / "data" / "train.jsonl").is_file():
-        if not main_process:
-            raise RuntimeError("distributed workers expect prepared data; `seektune train --nproc` prepares it first")
-        prepare.run(recipe)
-    if main_process:
-        save_resolved(recipe, run_dir)
     method = recipe.method
     check_available(method)
     loaded = load_model(
@@ -183,9 +205,12 @@ def run(recipe: Recipe) -> Path:
             callbacks.append(GenerationMetric(tokenizer, [r for r in val_records if "messages" in r],
                                               stopping.metric, stopping.generation_rows, stopping.max_new_tokens))
         callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.min_delta))
+    mode = batching(recipe, loaded.model)
+    if mode == "padding_free":
+        packing.use_packed_attention(loaded.model)
     trainer = GuardedTrainer(
         model=loaded.model,
-        args=training_args(recipe, run_dir, val_set is not None),
+        args=training_args(recipe, run_dir, val_set is not None, padding_free=mode == "padding_free"),
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
@@ -193,11 +218,35 @@ def run(recipe: Recipe) -> Path:
         callbacks=callbacks,
         keep_checkpoints=recipe.train.save_total_limit,
     )
+    packing.score_labelled_positions_only(trainer.model)  # after the trainer: it wraps trl's fused LM head
+    return Built(trainer, tokenizer, train_set, loaded.family.name, mode)
+
+
+def run(recipe: Recipe) -> Path:
+    """Fine-tune and save the adapter; returns the run directory."""
+    from seektune.train.checkpoint import NonFiniteLoss, newest_complete
+
+    if recipe.task == "classification":
+        from seektune.train import classify
+
+        return classify.run(recipe)
+    run_dir = recipe.run_dir
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate launch
+    if not (run_dir / "data" / "train.jsonl").is_file():
+        if not main_process:
+            raise RuntimeError("distributed workers expect prepared data; `seektune train --nproc` prepares it first")
+        prepare.run(recipe)
+    if main_process:
+        save_resolved(recipe, run_dir)
+    method = recipe.method
+    built = build_trainer(recipe, main_process)
+    trainer, tokenizer, train_set = built.trainer, built.tokenizer, built.train_set
     trainable, total = count_parameters(trainer.model)
     if main_process:
-        print(f"seektune: {method.name} on {recipe.model.name} [{loaded.family.name}] - "
+        print(f"seektune: {method.name} on {recipe.model.name} [{built.family}] - "
               f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
-              f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens")
+              f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens; "
+              f"{built.batching.replace('_', '-')} batches")
     resume = recipe.train.resume
     if resume == "auto":
         newest = newest_complete(run_dir / "checkpoints")
@@ -223,6 +272,7 @@ def run(recipe: Recipe) -> Path:
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     summary = {
         "method": recipe.method.name,
+        "batching": built.batching,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_rows": len(train_set),

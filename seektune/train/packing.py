@@ -1,0 +1,233 @@
+"""Spend training FLOPs only where they teach: padding-free batches and a label-only LM head.
+
+    seektune train examples/customer-service/recipe.yaml                       # padding-free (the default)
+    seektune train examples/customer-service/recipe.yaml train.batching=padded # one padded row per example
+
+Two levers, each measured on its own by ``benchmarks/train_throughput.py``:
+
+* **Padding-free batches.** trl's collator (``SFTConfig(padding_free=True)``) concatenates
+  the rows of a batch into one sequence with per-row ``position_ids`` and the cumulative
+  lengths ``cu_seq_lens_q``. transformers' sdpa and eager masks find the row boundaries in
+  the ``position_ids`` (only when no KV cache is passed: trl's loss sets ``use_cache=False``)
+  and build a block-diagonal causal mask, which is correct but scores every query against
+  every key of the whole batch and throws most of it away: for 8 rows of 100 tokens that is
+  8x the attention work of the rows alone. ``PACKED_SDPA`` runs sdpa
+  once per row instead (flash-attention's varlen kernel does the same on a GPU, and is used
+  there when installed). Batches stay what the sampler made them, so the data order, exact
+  resume and the loss are those of padded batches.
+* **A label-only LM head.** With answer-only loss most positions carry no label, and over a
+  49k vocabulary the head is about a fifth of SmolLM2-135M's FLOPs per token. trl's fused
+  head already scores only labelled positions on Triton devices; elsewhere it scores every
+  position (static shapes for Neuron). On a CPU, :func:`score_labelled_positions_only`
+  gathers the hidden states at labelled positions and runs the head and the cross-entropy
+  over them in chunks, so the ``[tokens, vocab]`` logits never exist.
+
+Both give the loss and gradients of the plain path (``tests/e2e/test_packing.py``); the
+loss normalisation (a per-token mean over the global batch, accumulation included) stays
+trl's, shared by every batching.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import types
+
+import torch
+import torch.nn.functional as F
+
+PACKED_SDPA = "seektune_packed_sdpa"
+# methods that add virtual tokens (or a KV prefix) to every row: one packed row would get them once
+ROW_PREFIX_METHODS = ("prefix", "prompt")
+# rows of logits per chunk: 2**23 floats (32 MiB) whatever the vocabulary
+CHUNK_ELEMENTS = 1 << 23
+
+
+# ---------------------------------------------------------------- padding-free attention
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                          cu_seq_lens_q=None, cu_seq_lens_k=None, **kwargs):
+    """sdpa run once per packed row (``cu_seq_lens_q`` from trl's padding-free collator).
+
+    Anything else (a padded batch, generation with a cache, sliding windows, soft-capping,
+    attention sinks) goes to transformers' own sdpa with the mask transformers built, which
+    is correct for packed rows too, only slower.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plain_causal = (
+        cu_seq_lens_q is not None
+        and query.shape[0] == 1
+        and query.shape[2] == key.shape[2]
+        and (cu_seq_lens_k is None or torch.equal(cu_seq_lens_k, cu_seq_lens_q))
+        and getattr(module, "is_causal", True) and is_causal is not False
+        and getattr(module, "sliding_window", None) is None
+        and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
+        and kwargs.get("s_aux") is None and kwargs.get("sinks") is None
+    )
+    if not plain_causal:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    bounds = cu_seq_lens_q.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    rows = [
+        F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                       dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa)
+        for start, end in zip(bounds[:-1], bounds[1:]) if end > start
+    ]
+    return torch.cat(rows, dim=2).transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def _register_packed_sdpa() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)  # padded batches and generation need sdpa's mask
+
+
+def padding_free_blocker(model, method_name: str) -> str | None:
+    """Why padding-free batches would be wrong for this model and method, or None when they are right."""
+    if method_name in ROW_PREFIX_METHODS:
+        return f"method {method_name} adds virtual tokens to every row"
+    if not getattr(model, "_supports_attention_backend", False):
+        return f"{type(model).__name__} does not take its attention from transformers' AttentionInterface"
+    implementation = model.config._attn_implementation or "sdpa"
+    if implementation not in ("sdpa", "eager", PACKED_SDPA) and "flash" not in implementation:
+        return f"attention implementation {implementation} is not known to keep packed rows apart"
+    return None
+
+
+def use_packed_attention(model) -> str:
+    """Switch the model to attention that keeps packed rows apart without scoring across them.
+
+    On a CUDA GPU with ``flash_attn`` installed that is flash-attention 2's varlen kernel
+    (untested here: the project's machines have no GPU); otherwise ``PACKED_SDPA``.
+    """
+    half = model.dtype in (torch.bfloat16, torch.float16)  # flash-attention has no fp32 kernels
+    if torch.cuda.is_available() and half and importlib.util.find_spec("flash_attn") is not None:
+        implementation = "flash_attention_2"
+    else:
+        _register_packed_sdpa()
+        implementation = PACKED_SDPA
+    model.set_attn_implementation(implementation)
+    return model.config._attn_implementation
+
+
+# ---------------------------------------------------------------- label-only LM head
+
+
+def _chunks(rows: int, vocab: int):
+    step = max(1, CHUNK_ELEMENTS // vocab)
+    return ((start, min(start + step, rows)) for start in range(0, rows, step))
+
+
+def _logits(hidden, weight, bias):
+    logits = (hidden @ weight.t()).float()
+    return logits if bias is None else logits + bias.float()
+
+
+class _LabelLogProbs(torch.autograd.Function):
+    """log p(target) of ``hidden @ weight.T`` for N labelled positions, a chunk of rows at a time.
+
+    The gradient with respect to ``hidden`` is computed in the forward pass, from the same
+    logits chunk (``d log p / dh = (onehot - softmax) @ weight``), so the head costs two
+    matmuls instead of the three a recomputing backward needs. A trainable head (full
+    fine-tuning) recomputes its chunks in the backward pass for the weight gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, want_grad: bool):
+        rows, vocab = hidden.shape[0], weight.shape[0]
+        log_probs = torch.empty(rows, dtype=torch.float32, device=hidden.device)
+        entropy = torch.empty_like(log_probs)
+        is_top1 = torch.empty(rows, dtype=torch.bool, device=hidden.device)
+        d_hidden = torch.empty_like(hidden) if want_grad else None
+        for start, end in _chunks(rows, vocab):
+            logits = _logits(hidden[start:end], weight, bias)
+            target = targets[start:end]
+            log_z = torch.logsumexp(logits, dim=-1)
+            log_probs[start:end] = logits.gather(1, target[:, None]).squeeze(1) - log_z
+            is_top1[start:end] = logits.argmax(dim=-1) == target  # the first maximum, as trl counts it
+            probs = torch.exp(logits - log_z[:, None])
+            entropy[start:end] = log_z - (probs * logits).sum(dim=-1)
+            if want_grad:
+                probs[torch.arange(end - start, device=probs.device), target] -= 1  # softmax - onehot
+                d_hidden[start:end] = -(probs.to(weight.dtype) @ weight)
+        ctx.save_for_backward(hidden, weight, bias, targets, d_hidden)
+        ctx.mark_non_differentiable(entropy, is_top1)  # logged, never trained on
+        return log_probs, entropy, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_log_probs, _grad_entropy, _grad_top1):
+        hidden, weight, bias, targets, d_hidden = ctx.saved_tensors
+        grad_hidden = grad_weight = grad_bias = None
+        if grad_log_probs is None:
+            return None, None, None, None, None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = (grad_log_probs[:, None] * d_hidden.float()).to(hidden.dtype)
+        if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            grad_bias = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+            for start, end in _chunks(hidden.shape[0], weight.shape[0]):
+                logits = _logits(hidden[start:end], weight, bias)
+                probs = torch.softmax(logits, dim=-1)
+                probs[torch.arange(end - start, device=probs.device), targets[start:end]] -= 1
+                d_logits = probs * -grad_log_probs[start:end, None]
+                grad_weight += d_logits.t() @ hidden[start:end].float()
+                if grad_bias is not None:
+                    grad_bias += d_logits.sum(dim=0)
+            grad_weight = grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None
+            grad_bias = grad_bias.to(bias.dtype) if grad_bias is not None and ctx.needs_input_grad[2] else None
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def label_log_probs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor):
+    """(log p(target), entropy, is_top1) for each row of ``hidden`` ([N, H]), never holding [N, vocab] logits."""
+    want_grad = torch.is_grad_enabled() and hidden.requires_grad
+    return _LabelLogProbs.apply(hidden, lm_head.weight, lm_head.bias, targets, want_grad)
+
+
+_SCALED_HEAD_KEYS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling")
+
+
+def score_labelled_positions_only(model) -> bool:
+    """On a CPU, answer trl's ``model(..., fused_lm_head=True)`` by scoring labelled positions only.
+
+    Wraps the forward that ``SFTTrainer`` patched (call after the trainer is built), and
+    returns the same ``FusedCausalLMOutput`` (zero where the label is -100), so trl's loss
+    normalisation and metrics are unchanged. Everything else goes to trl's forward:
+    other devices, MoE router losses, heads that scale or soft-cap their logits, and
+    pre-shifted labels. Returns whether the model was wrapped.
+    """
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config()
+    if any(getattr(config, key, None) not in (None, 1.0) for key in _SCALED_HEAD_KEYS):
+        return False
+    trl_forward = base.forward
+
+    @functools.wraps(type(base).forward)
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        head = self.get_output_embeddings()
+        if (not fused_lm_head or shift_labels is not None or head.weight.device.type != "cpu"
+                or kwargs.get("output_router_logits") or getattr(config, "output_router_logits", False)):
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                               num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        labels = labels[:, 1:].to(head.weight.device)
+        mask = labels != -100
+        log_probs, entropy, is_top1 = label_log_probs(hidden[mask], head, labels[mask])
+        # masked_scatter keeps an all-unlabelled micro-batch connected to the graph (a zero loss, not an error)
+        log_probs, entropy, is_top1 = (x.new_zeros(mask.shape).masked_scatter(mask, x)
+                                       for x in (log_probs, entropy, is_top1))
+        loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy, is_top1=is_top1, label_mask=mask)
+
+    base.forward = types.MethodType(forward, base)
+    return True
