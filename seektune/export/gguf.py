@@ -35,6 +35,8 @@ from typing import Any, Callable
 import gguf
 import numpy as np
 
+from seektune.export.merge import checkpoint_files
+
 F32, F16 = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16
 Q8_0, Q4_0 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0
 
@@ -201,17 +203,6 @@ def _permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def _checkpoint_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        names = sorted(p.name for p in model_dir.glob("*.safetensors"))
-    if not names:
-        raise FileNotFoundError(f"{model_dir} holds no .safetensors weights")
-    return [model_dir / n for n in names]
-
-
 def _plan_tensors(model_dir: Path, config, arch: gguf.MODEL_ARCH, plan: QuantPlan, stack: ExitStack) -> list[_Tensor]:
     from safetensors import safe_open
 
@@ -219,7 +210,7 @@ def _plan_tensors(model_dir: Path, config, arch: gguf.MODEL_ARCH, plan: QuantPla
     tied = bool(getattr(config, "tie_word_embeddings", False))
     n_head, n_head_kv = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
     tensors = []
-    for path in _checkpoint_files(model_dir):
+    for path in checkpoint_files(model_dir):
         handle = stack.enter_context(safe_open(path, framework="pt"))
         for hf_name in handle.keys():
             if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):

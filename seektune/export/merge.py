@@ -44,21 +44,26 @@ def base_dir_of(name: str) -> Path:
         raise FileNotFoundError(f"the base model {name} is not on this machine: {exc}") from exc
 
 
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """Every safetensors file of a Hugging Face checkpoint, from its index when sharded."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        names = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    if not names:
+        raise FileNotFoundError(f"{model_dir} holds no .safetensors weights")
+    return [model_dir / name for name in names]
+
+
 def _base_tensors(base_dir: Path) -> list[tuple[Path, list[str]]]:
     """(file, tensor names) for every safetensors file of the base, in checkpoint order."""
     from safetensors import safe_open
 
-    index = base_dir / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = sorted(p.name for p in base_dir.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{base_dir} holds no .safetensors weights to merge into")
     out = []
-    for name in files:
-        with safe_open(base_dir / name, "pt") as handle:
-            out.append((base_dir / name, list(handle.keys())))
+    for path in checkpoint_files(base_dir):
+        with safe_open(path, "pt") as handle:
+            out.append((path, list(handle.keys())))
     return out
 
 
