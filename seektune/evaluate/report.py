@@ -271,6 +271,15 @@ def _labels(metrics: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- report sections
 
 
+def _finish(plt, fig, axis) -> str:
+    """Drop the top and right frame lines, render the figure as an inline PNG and free it."""
+    for side in ("top", "right"):
+        axis.spines[side].set_visible(False)
+    src = _png(fig)
+    plt.close(fig)
+    return src
+
+
 def loss_curve_png(log_history: list[dict[str, Any]]) -> str | None:
     """Train and eval loss against step as an inline PNG, or None when the log has neither."""
     train = [(e["step"], e["loss"]) for e in log_history if _is_number(e.get("loss")) and "step" in e]
@@ -290,11 +299,7 @@ def loss_curve_png(log_history: list[dict[str, Any]]) -> str | None:
     axis.set_ylabel("loss")
     axis.grid(alpha=0.3)
     axis.legend(frameon=False)
-    for side in ("top", "right"):
-        axis.spines[side].set_visible(False)
-    src = _png(fig)
-    plt.close(fig)
-    return src
+    return _finish(plt, fig, axis)
 
 
 def _header(report: dict[str, Any]) -> str:
@@ -754,11 +759,7 @@ def compare_chart_png(result: dict[str, Any]) -> str | None:
     axis.set_ylim(0, 1.05)
     axis.grid(axis="y", alpha=0.3)
     axis.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    for side in ("top", "right"):
-        axis.spines[side].set_visible(False)
-    src = _png(fig)
-    plt.close(fig)
-    return src
+    return _finish(plt, fig, axis)
 
 
 def render_compare_html(result: dict[str, Any]) -> str:
