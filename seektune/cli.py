@@ -241,7 +241,7 @@ def eval_(
 
     metrics = _guard(evaluate)
     print_metrics(metrics)
-    run_dir = Path(target) if stage.is_run_dir(target) else (out or Path("runs") / f"eval-{stage._slug(target)}")
+    run_dir = stage.results_dir(target, out)
     cache = metrics.get("cache", {}).get("reused", {})
     if any(cache.values()):
         console.print("reused cached answers: " + ", ".join(f"{k} {v}" for k, v in cache.items()))

@@ -453,8 +453,14 @@ def read_eval_data(path: Path, spec) -> list[dict[str, Any]]:
     return records
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.rstrip("/").split("/")[-1]).strip("-") or "model"
+def results_dir(target: str | Path, out: str | Path | None = None) -> Path:
+    """Where an eval of ``target`` writes: the run itself, else ``out``, else ``runs/eval-<model>``."""
+    if is_run_dir(target):
+        return Path(target)
+    if out:
+        return Path(out)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(target).rstrip("/").split("/")[-1]).strip("-") or "model"
+    return Path("runs") / f"eval-{slug}"
 
 
 # ---------------------------------------------------------------- the stage
@@ -480,14 +486,13 @@ def run(
     from seektune.recipe import JudgeSpec, apply_overrides, validate_recipe
 
     target = str(target)
+    run_dir = results_dir(target, out)
     if is_run_dir(target):
-        run_dir = Path(target)
         recipe = load_run(run_dir)
     else:
         if data is None:
             raise ValueError(f"{target} is not a run directory; to evaluate a model give its test data with --data")
         recipe = Recipe()
-        run_dir = Path(out) if out else Path("runs") / f"eval-{_slug(target)}"
     if overrides:
         scoped = [o if o.startswith(("eval.", "data.", "model.")) else f"eval.{o}" for o in overrides]
         recipe = validate_recipe(apply_overrides(recipe.model_dump(), scoped), "eval overrides")
