@@ -12,13 +12,17 @@ target but ``merged`` starts from the merged model, which is written (or reused)
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger("seektune.export")
 
 TARGETS = ("merged", "int8", "onnx", "gguf")
 EXPORT_RECORD = "export.json"
@@ -98,11 +102,13 @@ def ensure_merged(run_dir: Path, *, dtype: str | None = None, force: bool = Fals
             return out, record
     _prepare_dir(out, force=True if record_file.is_file() else force)
     started = time.perf_counter()
+    log.info("merging %s into its base model -> %s", run_dir, out)
     figures = export_merged(run_dir, out, dtype)
     record: dict[str, Any] = {"source_run": str(run_dir), "target": "merged", "dir": str(out), "dtype": dtype,
                               **figures,
                               "seconds": round(time.perf_counter() - started, 1), "dir_bytes": _dir_bytes(out)}
     if verify:
+        log.info("checking the merged model's logits against base + adapter")
         _, loaded, tuned = load_tuned(run_dir)
         merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
         batch = _batch(loaded.tokenizer, _prompts(run_dir, parity_prompts))
@@ -127,13 +133,15 @@ def export_int8(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> d
                                    "scheme": "bitsandbytes 8-bit",
                                    **figures})
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
-    quantized = quantize.quantize_int8(AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval())
+    quantized = quantize.quantize_int8(copy.deepcopy(merged))  # the float model stays for the parity figures
+    log.info("quantising linear layers to int8 -> %s", out)
     figures = quantize.save_int8(quantized, merged_dir, out)
     record: dict[str, Any] = {"source_run": str(run_dir), "target": "int8", "dir": str(out),
                               "scheme": "int8 weights (per output channel), float activations",
                               **figures, "merged_bytes": _weights_bytes(merged_dir)}
     record["size_ratio"] = record["bytes"] / record["merged_bytes"]
     if verify:
+        log.info("measuring perplexity and decoding speed, float vs int8")
         reloaded = quantize.load_int8(out)
         tokenizer = AutoTokenizer.from_pretrained(merged_dir)
         rows = []
@@ -192,10 +200,12 @@ def export_onnx(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> d
     out = run_dir / "export" / "onnx"
     _prepare_dir(out, force)
     started = time.perf_counter()
+    log.info("tracing the merged model to ONNX -> %s", out)
     figures = write_onnx(merged_dir, out)
     record: dict[str, Any] = {"source_run": str(run_dir), "target": "onnx", "dir": str(out), **figures,
                               "seconds": round(time.perf_counter() - started, 1), "dir_bytes": _dir_bytes(out)}
     if verify:
+        log.info("checking onnxruntime against PyTorch: logits and greedy answers")
         prompts = _prompts(run_dir, 20)
         tokenizer = AutoTokenizer.from_pretrained(merged_dir)
         merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
@@ -228,6 +238,7 @@ def export_gguf(run_dir: Path, merged_dir: Path, quant: str, force: bool, verify
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     started = time.perf_counter()
+    log.info("writing %s", gguf_file)
     figures = write_gguf(merged_dir, gguf_file, quant, chat_template=tokenizer.chat_template, name=run_dir.name)
     system = load_run(run_dir).data.system_prompt
     modelfile = write_modelfile(gguf_file, out / "Modelfile", chat_template=tokenizer.chat_template, system=system)
@@ -235,6 +246,7 @@ def export_gguf(run_dir: Path, merged_dir: Path, quant: str, force: bool, verify
                               "modelfile": str(modelfile), "seconds": round(time.perf_counter() - started, 1),
                               "merged_bytes": _weights_bytes(merged_dir)}
     if verify:
+        log.info("reloading the GGUF through transformers to check logits, answers and tokenizer")
         prompts = _prompts(run_dir, 20)
         merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
         loaded = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_file.name, dtype=torch.float32)
