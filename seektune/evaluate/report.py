@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from seektune.data.io import read_jsonl
+
 REPORT_HTML, REPORT_JSON = "report.html", "report.json"
 RANKED_METHODS = {"lora", "dora", "qlora"}  # the methods for which rank r and alpha mean something
 
@@ -65,16 +67,7 @@ def _read_json(path: Path) -> Any | None:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number} is not valid JSON: {err}") from err
-    return rows
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _read_recipe(run_dir: Path) -> dict[str, Any] | None:
