@@ -36,7 +36,8 @@ RunArg = Annotated[Path, typer.Argument(help="A run directory written by `seektu
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="seektune: %(message)s")
-    for name in ("transformers", "datasets", "peft", "trl", "accelerate", "httpx", "urllib3", "absl"):
+    for name in ("transformers", "datasets", "peft", "trl", "accelerate", "httpx", "urllib3", "absl",
+                 "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
@@ -457,6 +458,8 @@ def serve(
         _fail(f"--engine {engine!r}: choose hf or vllm")
     try:
         _guard(serve_app, settings)
+    except typer.Exit:  # click's Exit is a RuntimeError too: an error _guard already reported
+        raise
     except RuntimeError as exc:  # e.g. --engine vllm without CUDA or vllm
         _fail(str(exc))
 

@@ -167,11 +167,21 @@ def load_model(
 
     path = resolve_model_path(name)
     family = family_of(name, path)
-    tokenizer = load_tokenizer(path, family, chat_template, trust_remote_code)
     extra = {"quantization_config": quantization_config, "device_map": {"": 0}} if quantization_config else {}
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code, **extra
-    )
+    try:
+        tokenizer = load_tokenizer(path, family, chat_template, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code, **extra
+        )
+    except OSError as exc:
+        if Path(path).exists():
+            raise
+        # a Hub id that is neither cached nor downloadable: say so in one line, for every command at once
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFound(
+            f"model {name!r} is not a local directory, a .gguf file or one of the aliases "
+            f"({', '.join(EMBEDDED_MODELS)}), and the Hugging Face Hub could not provide it: {reason}"
+        ) from exc
     eos_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
