@@ -37,6 +37,12 @@ class ModelSpec(_Section):
         "auto", description="'auto': bfloat16 on a GPU that supports it, float32 otherwise."
     )
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model repo.")
+    adapter: str | None = Field(
+        None, description="A LoRA adapter directory (e.g. an earlier run's adapter/) loaded on the base and trained "
+        "further instead of a fresh adapter: `seektune update` and `carry: continue` stages set it.")
+    merge: list[str] = Field(
+        default_factory=list, description="LoRA adapter directories merged into the base weights, in order, before "
+        "training starts (`carry: merge` stages set it).")
 
 
 class SplitSpec(_Section):
@@ -129,8 +135,9 @@ class DataSpec(_Section):
         description="Files or directories (JSONL/JSON/CSV/TSV/Parquet, saved HF datasets, .txt/.md/.pdf/.docx), "
         "relative to the recipe file.",
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "columns", "text"] = Field(
-        "auto", description="Row format; 'auto' detects it per row."
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "columns", "text", "preference"] = Field(
+        "auto", description="Row format; 'auto' detects it per row. preference: {prompt, chosen, rejected} pairs "
+        "(dpo / orpo) or {prompt, completion, label} rows (kto)."
     )
     columns: dict[str, str] | None = Field(
         None,
@@ -215,6 +222,14 @@ class EarlyStoppingSpec(_Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class CurriculumSpec(_Section):
+    score: Literal["length", "loss"] = Field(
+        "length", description="Difficulty of a row: its token count, or a reference model's loss on its answer.")
+    model: str | None = Field(
+        None, description="score: loss: the reference model (alias, directory, Hub id); None: the base model.")
+    reverse: bool = Field(False, description="Hard to easy instead.")
+
+
 class TrainSpec(_Section):
     epochs: float = Field(3, gt=0)
     max_steps: int = Field(-1, description="If > 0, overrides epochs.")
@@ -251,10 +266,94 @@ class TrainSpec(_Section):
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Trackers that receive metrics and the run's config."
     )
+    curriculum: CurriculumSpec | None = Field(
+        None, description="Order the training rows from easy to hard instead of train.sampling.")
     seed: int = 42
     deterministic: bool = Field(False, description="Deterministic kernels (bit-reproducible on CPU; slower on GPU).")
     gradient_checkpointing: bool = False
     resume: Literal["auto"] | str | None = Field(None, description="'auto' resumes from the newest checkpoint.")
+
+
+Objective = Literal["sft", "distill", "dpo", "orpo", "kto"]
+
+
+class DistillSpec(_Section):
+    """objective: distill. The student is the recipe's model (with its method); the teacher writes targets."""
+
+    teacher: str = Field(..., description="A run directory, a model (alias, directory, Hub id), or the base URL of "
+                         "an OpenAI-compatible endpoint.")
+    teacher_model: str = Field("default", description="The model name sent when the teacher is an endpoint.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Endpoint teacher: variable holding the API key.")
+    mode: Literal["auto", "logits", "sequence"] = Field(
+        "auto", description="logits: KL to the teacher's softened next-token distributions (needs the same "
+        "tokenizer and a local teacher); sequence: the teacher answers the training prompts and the student "
+        "learns its answers; auto: logits where possible, sequence otherwise.")
+    temperature: float = Field(2.0, gt=0, description="logits: softening temperature of both distributions.")
+    alpha: float = Field(0.5, ge=0, le=1, description="logits: loss = alpha * T^2 * KL + (1 - alpha) * SFT loss.")
+    top_k: int = Field(64, gt=0, description="logits: teacher probabilities cached per answer token (the rest of "
+                       "the vocabulary shares what is left).")
+    keep_references: bool = Field(False, description="sequence: also train on the data's own answers.")
+    max_new_tokens: int = Field(256, gt=0, description="sequence: longest teacher answer.")
+    batch_size: int = Field(16, gt=0, description="Rows per teacher forward pass or generation batch.")
+
+
+class PreferenceSpec(_Section):
+    """objective: dpo / orpo / kto, through trl's trainers."""
+
+    beta: float = Field(0.1, gt=0, description="dpo / kto: strength of the pull to the reference model; "
+                        "orpo: weight of the odds-ratio term.")
+    loss_type: str = Field("sigmoid", description="dpo: trl's loss_type (sigmoid, ipo, hinge, robust, ...).")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of desirable examples.")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable examples.")
+    max_prompt_length: int | None = Field(None, gt=0, description="Truncate prompts to this many tokens.")
+
+
+class StageSpec(_Section):
+    """One stage of a multi-stage recipe: what differs from the top-level recipe, applied over it."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Stage name (its sub-directory of stages/).")
+    carry: Literal["continue", "merge"] = Field(
+        "continue", description="How this stage starts from the previous one: continue training its adapter "
+        "(or full weights), or merge its adapter into the weights and train a fresh one.")
+    objective: Objective | None = None
+    data: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    distill: dict[str, Any] | None = None
+    preference: dict[str, Any] | None = None
+
+
+def _default_space() -> dict[str, dict[str, Any]]:
+    return {
+        "train.lr": {"low": 1e-4, "high": 3e-3, "log": True},
+        "method.r": {"choices": [8, 16, 32]},
+        "method.alpha": {"choices": [16, 32, 64]},
+        "train.epochs": {"low": 1, "high": 6},
+        "train.batch_size": {"choices": [4, 8, 16]},
+    }
+
+
+class TuneSpec(_Section):
+    """`seektune tune RECIPE --trials N`: Optuna over recipe keys, pruning trials that fall behind."""
+
+    trials: int = Field(8, gt=0, description="Trials to run (--trials overrides).")
+    metric: Literal["eval_loss", "fact_accuracy", "rougeL", "bleu"] = Field(
+        "eval_loss", description="Validation metric to optimise (loss is minimised, the others maximised).")
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=_default_space,
+        description="Recipe key -> {low, high, log?} (a float or int range) or {choices: [...]}.")
+    pruner: Literal["median", "none"] = Field("median", description="Stop a trial whose metric falls below the "
+                                              "median of earlier trials at the same evaluation.")
+    seed: int = 42
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+
+
+class UpdateSpec(_Section):
+    """`seektune update RUN --data NEW`: continual learning from an earlier run."""
+
+    replay: float = Field(1.0, ge=0, description="Old training rows mixed in per new training row (0: no replay; "
+                          "capped at all the old rows).")
+    seed: int = 42
 
 
 class JudgeSpec(_Section):
@@ -292,10 +391,20 @@ class Recipe(_Section):
     task: Literal["sft", "classification"] = Field(
         "sft", description="sft: a chat assistant; classification: a label per text (rows {text, label}).")
     labels: list[str] | None = Field(None, description="classification: the label names, in id order.")
+    objective: Objective = Field(
+        "sft", description="sft: learn the data's answers; distill: learn a teacher's (see distill:); dpo / orpo / "
+        "kto: learn preferences from chosen / rejected answers (see preference:).")
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    distill: DistillSpec | None = None
+    preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
+    stages: list[StageSpec] | None = Field(
+        None, description="Train in stages, in order, each starting from the previous one's weights; each stage "
+        "states only what differs from the rest of the recipe.")
+    update: UpdateSpec = Field(default_factory=UpdateSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     output_dir: str = Field("runs/run", description="Run directory, relative to the working directory.")
 
@@ -303,6 +412,17 @@ class Recipe(_Section):
     def _classification_needs_labels(self) -> "Recipe":
         if self.task == "classification" and not self.labels:
             raise ValueError("task classification needs labels: [name, ...] (the label names, in id order)")
+        if self.task == "classification" and (self.objective != "sft" or self.stages):
+            raise ValueError("task classification trains with its own loss; objective and stages are for chat models")
+        if self.objective == "distill" and self.distill is None:
+            raise ValueError("objective distill needs a distill: section with at least teacher: (a run, a model "
+                             "or an endpoint URL)")
+        if self.stages is not None:
+            if not self.stages:
+                raise ValueError("stages: is empty; list at least one stage or remove the key")
+            names = [stage.name for stage in self.stages]
+            if len(set(names)) != len(names):
+                raise ValueError(f"stage names must differ, got {names}")
         return self
 
     @field_validator("model", mode="before")
@@ -313,6 +433,30 @@ class Recipe(_Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir)
+
+    def stage_recipe(self, index: int) -> "Recipe":
+        """Stage ``index`` as a whole recipe: the top level with the stage's sections laid over it,
+        writing to ``<output_dir>/stages/<NN>-<name>``. (Model carry-over is the trainer's job.)"""
+        stage = self.stages[index]
+        raw = self.model_dump(mode="json", exclude={"stages"})
+        for key in ("data", "method", "train", "distill", "preference"):
+            part = getattr(stage, key)
+            if part is not None:
+                raw[key] = _deep_merge(raw.get(key) or {}, part)
+        if stage.objective is not None:
+            raw["objective"] = stage.objective
+        raw["output_dir"] = str(self.run_dir / "stages" / f"{index + 1:02d}-{stage.name}")
+        return validate_recipe(raw, f"stages[{index}] ({stage.name})")
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -413,8 +557,24 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         model_path = base_dir / recipe.model.name
         if model_path.exists():  # a local directory or .gguf next to the recipe, not a hub id
             recipe.model.name = str(model_path.resolve())
+        for stage in recipe.stages or []:
+            if stage.data and stage.data.get("paths"):
+                paths = stage.data["paths"]
+                paths = [paths] if isinstance(paths, str) else paths
+                stage.data = {**stage.data, "paths": [str((base_dir / p).resolve()) for p in paths]}
+        for option in ("adapter",):
+            value = getattr(recipe.model, option)
+            if value and (base_dir / value).exists():
+                setattr(recipe.model, option, str((base_dir / value).resolve()))
+        recipe.model.merge = [str((base_dir / p).resolve()) if (base_dir / p).exists() else p
+                              for p in recipe.model.merge]
+        if recipe.distill and not recipe.distill.teacher.startswith(("http://", "https://")):
+            if (base_dir / recipe.distill.teacher).exists():
+                recipe.distill.teacher = str((base_dir / recipe.distill.teacher).resolve())
     if isinstance(recipe.eval.glossary, str):
         recipe.eval.glossary = _read_glossary(base_dir / recipe.eval.glossary, source)
+    for index in range(len(recipe.stages or [])):
+        recipe.stage_recipe(index)  # a typo in any stage stops the run before the first one starts
     return recipe
 
 

@@ -85,11 +85,19 @@ def trackers(names: list[str]) -> list[str]:
     return list(names) or ["none"]
 
 
-def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: bool = False):
+def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: bool = False,
+                  config_class=None, **extra):
+    """The recipe's training settings as trl's ``SFTConfig``, or as ``config_class`` (trl's DPOConfig,
+    KTOConfig, ...: they share TrainingArguments) with ``extra`` fields of its own."""
     import importlib.util
 
     from trl import SFTConfig
 
+    config_class = config_class or SFTConfig
+    sft_only = {}
+    if issubclass(config_class, SFTConfig):
+        sft_only = {"max_length": None,  # rows are already rendered and truncated by data.render
+                    "padding_free": padding_free}  # trl's collator: one sequence per batch, per-row position_ids
     train = recipe.train
     on_gpu = torch.cuda.is_available()
     bf16, fp16 = _precision(train)
@@ -98,7 +106,8 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: b
     if train.early_stopping and not has_eval:
         log.warning("train.early_stopping needs a val split; it is off for this run")
     save_strategy = eval_strategy if stopping else ("steps" if train.save_steps else "no")
-    return SFTConfig(
+    sampling = "sequential" if train.curriculum else train.sampling  # curriculum order is the data's order
+    return config_class(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
@@ -131,16 +140,16 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: b
         gradient_checkpointing=train.gradient_checkpointing,
         bf16=bf16,
         fp16=fp16,
-        max_length=None,  # rows are already rendered and truncated by data.render
-        padding_free=padding_free,  # trl's collator: one sequence per batch, per-row position_ids
         # GPU only, untested here (no GPU on the project's machines): Liger's norm / RoPE / SwiGLU kernels
         use_liger_kernel=on_gpu and importlib.util.find_spec("liger_kernel") is not None,
-        train_sampling_strategy=train.sampling,  # group_by_length (default) pads least when rows are padded
+        train_sampling_strategy=sampling,  # group_by_length (default) pads least when rows are padded
         report_to=trackers(train.report_to),
         use_cpu=not on_gpu,  # also what makes accelerate set up gloo DDP for CPU workers under torchrun
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
         disable_tqdm=False,
+        **sft_only,
+        **extra,
     )
 
 
@@ -166,11 +175,15 @@ class Built:
     batching: str
 
 
-def build_trainer(recipe: Recipe, main_process: bool = True) -> Built:
-    """Model, rendered splits and trainer for a recipe whose data is prepared."""
-    from seektune.train.checkpoint import GuardedTrainer
+def load_student(recipe: Recipe):
+    """The model that trains: the recipe's base, with ``model.merge`` adapters merged into it and
+    ``model.adapter`` attached for further training, frozen as the method says.
 
-    run_dir = recipe.run_dir
+    Returns ``(loaded, peft_config)``: the trainer wraps a fresh adapter from ``peft_config``; it is
+    None for full / freeze and when ``model.adapter`` already put a trainable adapter on the model.
+    """
+    from peft import PeftModel
+
     method = recipe.method
     check_available(method)
     loaded = load_model(
@@ -180,10 +193,36 @@ def build_trainer(recipe: Recipe, main_process: bool = True) -> Built:
         trust_remote_code=recipe.model.trust_remote_code,
         quantization_config=quantization_config(method),
     )
+    for adapter in recipe.model.merge:
+        _check_adapter(adapter, "model.merge")
+        loaded.model = PeftModel.from_pretrained(loaded.model, adapter).merge_and_unload()
+        log.info("merged adapter %s into the base weights", adapter)
+    if recipe.model.adapter:
+        _check_adapter(recipe.model.adapter, "model.adapter")
+        loaded.model = PeftModel.from_pretrained(loaded.model, recipe.model.adapter, is_trainable=True)
+        log.info("training on from adapter %s (its own rank and targets; method.r and friends do not apply)",
+                 recipe.model.adapter)
+        return loaded, None
     apply_freezing(loaded.model, method)
-    tokenizer = loaded.tokenizer
+    config = peft_config(method, loaded.family, loaded.model) if method.name in PEFT_METHODS else None
+    return loaded, config
+
+
+def _check_adapter(path: str, key: str) -> None:
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{key}: {path} is not an adapter directory (no adapter_config.json)")
+
+
+def render_splits(recipe: Recipe, tokenizer, main_process: bool = True):
+    """(train_set, val_set, val_records) of the prepared data; rows that cannot render go to rejects.jsonl."""
+    run_dir = recipe.run_dir
     max_length = recipe.data.max_length
-    train_set, train_rejects = render_split(tokenizer, read_jsonl(run_dir / "data" / "train.jsonl"), max_length, "train")
+    train_records = read_jsonl(run_dir / "data" / "train.jsonl")
+    if recipe.train.curriculum:
+        from seektune.train.curriculum import order_by_difficulty
+
+        train_records = order_by_difficulty(recipe, tokenizer, train_records)
+    train_set, train_rejects = render_split(tokenizer, train_records, max_length, "train")
     val_records = read_jsonl(run_dir / "data" / "val.jsonl")
     val_set, val_rejects = render_split(tokenizer, val_records, max_length, "val")
     if main_process:
@@ -192,6 +231,22 @@ def build_trainer(recipe: Recipe, main_process: bool = True) -> Built:
         log.warning("skipping %s: %s (%s)", reject.origin, reject.reason, reject.detail)
     if train_set is None:
         raise ValueError("no training rows left after rendering; see data/rejects.jsonl")
+    return train_set, val_set, val_records
+
+
+def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, **trainer_kwargs) -> Built:
+    """Model, rendered splits and trainer for a recipe whose data is prepared.
+
+    ``trainer_class`` (a GuardedTrainer subclass, e.g. distillation's) and ``trainer_kwargs`` let
+    other objectives reuse the SFT pipeline with a different loss.
+    """
+    from seektune.train.checkpoint import GuardedTrainer
+
+    run_dir = recipe.run_dir
+    method = recipe.method
+    loaded, adapter_config = load_student(recipe)
+    tokenizer = loaded.tokenizer
+    train_set, val_set, val_records = render_splits(recipe, tokenizer, main_process)
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     callbacks = []
@@ -208,42 +263,77 @@ def build_trainer(recipe: Recipe, main_process: bool = True) -> Built:
     mode = batching(recipe, loaded.model)
     if mode == "padding_free":
         packing.use_packed_attention(loaded.model)
-    trainer = GuardedTrainer(
+    trainer = (trainer_class or GuardedTrainer)(
         model=loaded.model,
         args=training_args(recipe, run_dir, val_set is not None, padding_free=mode == "padding_free"),
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
-        peft_config=peft_config(method, loaded.family, loaded.model) if method.name in PEFT_METHODS else None,
+        peft_config=adapter_config,
         callbacks=callbacks,
         keep_checkpoints=recipe.train.save_total_limit,
+        **trainer_kwargs,
     )
     packing.score_labelled_positions_only(trainer.model)  # after the trainer: it wraps trl's fused LM head
     return Built(trainer, tokenizer, train_set, loaded.family.name, mode)
 
 
-def run(recipe: Recipe) -> Path:
-    """Fine-tune and save the adapter; returns the run directory."""
-    from seektune.train.checkpoint import NonFiniteLoss, newest_complete
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate launch
 
-    if recipe.task == "classification":
-        from seektune.train import classify
 
-        return classify.run(recipe)
+def ensure_prepared(recipe: Recipe) -> bool:
+    """Prepare the data when the run has none yet and save the resolved recipe; returns main_process."""
     run_dir = recipe.run_dir
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun / accelerate launch
+    main_process = is_main_process()
     if not (run_dir / "data" / "train.jsonl").is_file():
         if not main_process:
             raise RuntimeError("distributed workers expect prepared data; `seektune train --nproc` prepares it first")
         prepare.run(recipe)
     if main_process:
         save_resolved(recipe, run_dir)
-    method = recipe.method
+    return main_process
+
+
+def run(recipe: Recipe) -> Path:
+    """Train as the recipe says and save the result; returns the run directory.
+
+    The objective picks the trainer: sft here, distill / dpo / orpo / kto in their own modules,
+    and a ``stages:`` recipe runs each stage through this function in turn.
+    """
+    if recipe.task == "classification":
+        from seektune.train import classify
+
+        return classify.run(recipe)
+    if recipe.stages:
+        from seektune.train import stages
+
+        return stages.run(recipe)
+    if recipe.objective == "distill":
+        from seektune.train import distill
+
+        return distill.run(recipe)
+    if recipe.objective in ("dpo", "orpo", "kto"):
+        from seektune.train import preference
+
+        return preference.run(recipe)
+    main_process = ensure_prepared(recipe)
     built = build_trainer(recipe, main_process)
+    return train_and_save(recipe, built, main_process)
+
+
+def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extra: dict | None = None) -> Path:
+    """Run a built trainer (resuming as the recipe says), save the adapter or model, write train.json.
+
+    ``extra`` is merged into train.json (an objective's own figures)."""
+    from seektune.train.checkpoint import NonFiniteLoss, newest_complete
+
+    run_dir = recipe.run_dir
+    method = recipe.method
     trainer, tokenizer, train_set = built.trainer, built.tokenizer, built.train_set
     trainable, total = count_parameters(trainer.model)
     if main_process:
-        print(f"seektune: {method.name} on {recipe.model.name} [{built.family}] - "
+        print(f"seektune: {recipe.objective} / {method.name} on {recipe.model.name} [{built.family}] - "
               f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
               f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens; "
               f"{built.batching.replace('_', '-')} batches")
@@ -263,14 +353,12 @@ def run(recipe: Recipe) -> Path:
 
     if not trainer.is_world_process_zero():
         return run_dir
-    # peft methods save an adapter; full / freeze save the whole model (safetensors either way)
-    out_dir = run_dir / ("adapter" if method.name in PEFT_METHODS else "model")
-    trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    save_trained(trainer.model, tokenizer, run_dir)
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     summary = {
+        "objective": recipe.objective,
         "method": recipe.method.name,
         "batching": built.batching,
         "trainable_parameters": trainable,
@@ -284,6 +372,17 @@ def run(recipe: Recipe) -> Path:
         "last_loss": losses[-1] if losses else None,
         "eval_loss": eval_losses[-1] if eval_losses else None,
         "log_history": history,
+        **(extra or {}),
     }
     (run_dir / "train.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return run_dir
+
+
+def save_trained(model, tokenizer, run_dir: Path) -> Path:
+    """A peft model saves ``adapter/``, any other the whole ``model/`` (safetensors either way)."""
+    from peft import PeftModel
+
+    out_dir = run_dir / ("adapter" if isinstance(model, PeftModel) else "model")
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
