@@ -141,10 +141,20 @@ def print_metrics(metrics: dict) -> None:
 def prepare(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Read, convert, check and split the recipe's data into <output_dir>/data/."""
     _quiet_libraries()
-    from seektune.data import prepare as stage
-
-    run_dir = _guard(stage.run, _load(recipe, overrides))
+    loaded = _load(recipe, overrides)
+    run_dir = _guard(_prepare_stage(loaded), loaded)
     print_prepare_summary(run_dir)
+
+
+def _prepare_stage(recipe):
+    """prepare.run, or for a ``stages:`` recipe the function that prepares every stage."""
+    if recipe.stages:
+        from seektune.train import stages
+
+        return stages.prepare
+    from seektune.data import prepare
+
+    return prepare.run
 
 
 @app.command()
@@ -260,14 +270,13 @@ def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     _quiet_libraries()
     import time
 
-    from seektune.data import prepare as prepare_stage
     from seektune.evaluate import stage as eval_stage
     from seektune.train import sft
 
     started = time.time()
     loaded = _load(recipe, overrides)
     console.rule("[bold]1/3 prepare")
-    run_dir = _guard(prepare_stage.run, loaded)
+    run_dir = _guard(_prepare_stage(loaded), loaded)
     print_prepare_summary(run_dir)
     console.rule("[bold]2/3 train")
     _guard(sft.run, loaded)
@@ -484,6 +493,54 @@ def feedback_export(
     skipped = ", ".join(f"{reason} {n}" for reason, n in (counts.get("skipped") or {}).items())
     console.print(f"wrote {counts['rows']} {to} rows to {target}" + (f" (skipped: {skipped})" if skipped else ""),
                   highlight=False, soft_wrap=True)
+
+
+@app.command()
+def update(
+    run: RunArg,
+    overrides: OverridesArg = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="New data (any format `prepare` reads; repeat for more files).")] = None,
+    feedback: Annotated[Path | None, typer.Option(
+        help="A feedback database from `seektune serve`: its corrections and up-rated answers are new data.")] = None,
+    replay: Annotated[float | None, typer.Option(
+        help="Old training rows mixed in per new row (default: the recipe's update.replay, 1.0); 0 turns replay off.",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="The updated run's directory (default: <run>-update-N).")] = None,
+    skip_eval: Annotated[bool, typer.Option("--no-eval", help="Train only; skip the before/after evaluation.")
+                         ] = False,
+) -> None:
+    """Continual learning: train RUN further on new data, replaying some old rows, then report the gain on the
+    new test split beside the forgetting on the old one."""
+    _quiet_libraries()
+    from seektune import update as update_stage
+
+    overrides = list(overrides or [])
+    if replay is not None:
+        overrides.append(f"update.replay={replay}")
+    result = _guard(lambda: update_stage.run(run, data, feedback=feedback, out=out, overrides=overrides,
+                                             evaluate_splits=not skip_eval))
+    print_update(result)
+
+
+def print_update(result: dict) -> None:
+    replay = result["replay"]
+    console.print(f"updated run: {result['out']}  ({replay['new_train_rows']} new + {replay['replay_rows']} "
+                  f"replayed training rows)", highlight=False, soft_wrap=True)
+    if "new" not in result:
+        return
+    table = Table(title="before -> after the update")
+    for column in ("split", "metric", "before", "after", "change"):
+        table.add_column(column, justify="left" if column in ("split", "metric") else "right")
+    for split, change_key, label in (("new", "gain", "new"), ("old", "forgetting", "old (forgetting)")):
+        part = result[split]
+        for metric in ("fact_accuracy", "rougeL"):
+            before, after = part["before"].get(metric), part["after"].get(metric)
+            if before is None or after is None:
+                continue
+            table.add_row(f"{label} (n={part['after'].get('n')})", metric, f"{before:.3f}", f"{after:.3f}",
+                          f"{after - before:+.3f}")
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m seektune`

@@ -1,0 +1,172 @@
+"""Continual learning: teach a trained run new data without forgetting the old.
+
+    seektune update runs/customer-service --data examples/customer-service/data/update/faq_en_new.jsonl
+    seektune update runs/customer-service --feedback runs/customer-service/feedback.sqlite
+    seektune update runs/customer-service --data new.jsonl --replay 0     # no replay: see what is forgotten
+
+The update is a new run directory (``<run>-update-N`` unless ``--out``) whose recipe is the
+old run's with the new data, starting from the old run's weights (its adapter keeps
+training; a full / freeze run's model is the new base). The new rows are prepared with the
+old run's data settings; ``update.replay`` x (new training rows) rows of the old run's
+training split are mixed into the new training split (marked ``meta.replay``), so what
+the model already knew keeps being rehearsed.
+
+Then both models answer both test splits, and ``update.json`` reports the gain on the new
+split beside the forgetting on the old one (the old split's metric before minus after).
+Feedback from ``seektune serve`` can be the new data: its corrections and up-rated answers
+(``seektune feedback export --to sft``) all train, and since a handful of corrections
+leaves nothing to hold out, the "new" figures are then measured on those rows themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from seektune.data.io import read_jsonl
+from seektune.recipe import RESOLVED_NAME, Recipe, apply_overrides, load_run, validate_recipe
+
+log = logging.getLogger(__name__)
+
+SCORED = ("fact_accuracy", "rougeL", "bleu")
+
+
+def next_out(run_dir: Path) -> Path:
+    """``<run>-update-1``, or the next number not taken yet."""
+    n = 1
+    while (candidate := run_dir.with_name(f"{run_dir.name}-update-{n}")).exists():
+        n += 1
+    return candidate
+
+
+def update_recipe(run_dir: Path, data: list[Path], out: Path, overrides: list[str] | None = None,
+                  from_feedback: bool = False) -> Recipe:
+    """The old run's recipe, pointed at the new data and starting from the old run's weights."""
+    old = load_run(run_dir)
+    raw = old.model_dump(mode="json")
+    raw["output_dir"] = str(out)
+    raw["stages"] = None
+    raw["objective"] = "sft"
+    raw["data"]["paths"] = [str(Path(p).resolve()) for p in data]
+    raw["data"]["format"] = "auto" if raw["data"]["format"] in ("columns", "auto") else raw["data"]["format"]
+    raw["data"]["augment"] = None
+    raw["data"]["balance"] = None
+    if from_feedback:  # a few corrections: every row trains, no fact groups to stratify
+        raw["data"]["split"] = {**raw["data"]["split"], "train": 1.0, "val": 0.0, "test": 0.0,
+                                "stratify_by": None, "group_by": None}
+    raw["train"]["resume"] = None
+    raw["train"]["early_stopping"] = None
+    if (run_dir / "adapter" / "adapter_config.json").is_file():
+        raw["model"]["adapter"] = str((run_dir / "adapter").resolve())
+    elif (run_dir / "model" / "config.json").is_file():
+        raw["model"].update(name=str((run_dir / "model").resolve()), adapter=None, merge=[])
+    else:
+        raise FileNotFoundError(f"{run_dir} has no trained adapter or model to update; run `seektune train` first")
+    raw = apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, f"update of {run_dir}")
+
+
+def add_replay(recipe: Recipe, old_run: Path) -> dict[str, Any]:
+    """Mix ``update.replay`` x (new train rows) of the old run's training rows into the new train split."""
+    train_file = recipe.run_dir / "data" / "train.jsonl"
+    new_rows = [r for r in read_jsonl(train_file) if not r.get("meta", {}).get("replay")]
+    old_rows = read_jsonl(old_run / "data" / "train.jsonl")
+    want = min(len(old_rows), round(recipe.update.replay * len(new_rows)))
+    replay = random.Random(recipe.update.seed).sample(old_rows, want) if want else []
+    for row in replay:
+        row.setdefault("meta", {})["replay"] = True
+    mixed = new_rows + replay
+    random.Random(recipe.update.seed + 1).shuffle(mixed)
+    with train_file.open("w", encoding="utf-8") as handle:
+        for row in mixed:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    info = {"ratio": recipe.update.replay, "new_train_rows": len(new_rows), "replay_rows": len(replay),
+            "old_train_rows": len(old_rows), "from": str(old_run / "data" / "train.jsonl")}
+    (recipe.run_dir / "data" / "replay.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return info
+
+
+def _scores(metrics: dict[str, Any], system: str) -> dict[str, Any]:
+    return {k: metrics[system].get(k) for k in ("n", *SCORED) if k in metrics[system]}
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in SCORED if isinstance(after.get(k), (int, float))
+            and isinstance(before.get(k), (int, float))}
+
+
+def evaluate(out: Path, old_run: Path, new_split: Path) -> dict[str, Any]:
+    """Old model vs updated model on the old run's test split (kept in ``eval-old/``) and on the
+    new split (``eval/``, which the update's report shows)."""
+    import shutil
+
+    from seektune.evaluate import stage as eval_stage
+
+    old_split = old_run / "data" / "test.jsonl"
+    old = eval_stage.run(out, against=str(old_run), data=old_split, report=False)
+    keep = out / "eval-old"
+    keep.mkdir(exist_ok=True)
+    for name in ("metrics.json", "samples.jsonl"):
+        shutil.copy2(out / "eval" / name, keep / name)
+    new = eval_stage.run(out, against=str(old_run), data=new_split)
+    result = {
+        "new": {"split": str(new_split), "before": _scores(new, "base"), "after": _scores(new, "tuned")},
+        "old": {"split": str(old_split), "before": _scores(old, "base"), "after": _scores(old, "tuned")},
+    }
+    result["new"]["gain"] = _delta(result["new"]["after"], result["new"]["before"])
+    result["old"]["forgetting"] = {k: -v for k, v in _delta(result["old"]["after"], result["old"]["before"]).items()}
+    return result
+
+
+def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: str | Path | None = None,
+        out: str | Path | None = None, overrides: list[str] | None = None, evaluate_splits: bool = True
+        ) -> dict[str, Any]:
+    """Update ``run_dir`` on new data (files, or a feedback database); returns what ``update.json`` holds."""
+    from seektune.data import prepare
+    from seektune.train import sft
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RESOLVED_NAME).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a seektune run directory (no {RESOLVED_NAME})")
+    data = [Path(p) for p in data or []]
+    if not data and feedback is None:
+        raise ValueError("seektune update needs new data: --data FILE and/or --feedback DB")
+    for path in data:
+        if not path.exists():
+            raise FileNotFoundError(f"--data {path}: no such file or directory")
+    out = Path(out) if out else next_out(run_dir)
+    if (out / "train.json").exists():
+        raise FileExistsError(f"{out} already holds a trained run; choose another --out or remove it")
+    exported = None
+    if feedback is not None:
+        from seektune.serve.feedback import export_feedback
+
+        exported = out / "feedback.jsonl"
+        counts = export_feedback(Path(feedback), "sft", exported)
+        print(f"seektune: feedback {feedback}: {counts['rows']} training rows from {counts['completions']} "
+              f"completions (used {counts['used']}, skipped {counts['skipped']})")
+        if not counts["rows"]:
+            raise ValueError(f"{feedback} holds no corrections or up-rated answers to learn from")
+        data.append(exported)
+    recipe = update_recipe(run_dir, data, out, overrides, from_feedback=exported is not None and len(data) == 1)
+    prepare.run(recipe)
+    replay = add_replay(recipe, run_dir)
+    print(f"seektune: updating {run_dir} -> {out}: {replay['new_train_rows']} new training rows + "
+          f"{replay['replay_rows']} replayed old rows (replay {replay['ratio']:g})")
+    sft.run(recipe)
+    result: dict[str, Any] = {"from": str(run_dir), "out": str(out), "data": [str(p) for p in data],
+                              "replay": replay}
+    if evaluate_splits:
+        new_split = out / "data" / "test.jsonl"
+        if not read_jsonl(new_split):
+            new_split = out / "data" / "new_train.jsonl"  # nothing held out: score the new rows themselves
+            rows = [r for r in read_jsonl(out / "data" / "train.jsonl") if not r.get("meta", {}).get("replay")]
+            with new_split.open("w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        result.update(evaluate(out, run_dir, new_split))
+    (out / "update.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return result
