@@ -169,4 +169,8 @@ def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: 
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         result.update(evaluate(out, run_dir, new_split))
     (out / "update.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if evaluate_splits:
+        from seektune.evaluate.stage import write_run_report
+
+        write_run_report(out)  # again, now with the update's before / after table
     return result

@@ -167,6 +167,9 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     human = _read_json(run_dir / "human_eval" / "results.json")
     if human is not None:
         report["human"] = human
+    update = _read_json(run_dir / "update.json")
+    if update is not None and "new" in update:
+        report["update"] = update
     return report
 
 
@@ -285,6 +288,15 @@ def loss_curve_png(log_history: list[dict[str, Any]]) -> str | None:
         axis.plot(*zip(*train), label="train loss", color="#3566b8", linewidth=1.6)
     if evals:
         axis.plot(*zip(*evals), label="eval loss", color="#d9822b", marker="o", linewidth=1.6)
+    boundaries: dict[str, int] = {}  # a multi-stage run: where each stage's steps begin
+    for entry in log_history:
+        if "stage" in entry and "step" in entry and entry["stage"] not in boundaries:
+            boundaries[entry["stage"]] = entry["step"]
+    if len(boundaries) > 1:
+        for name, step in boundaries.items():
+            axis.axvline(step, color="#888888", linewidth=0.8, linestyle=":")
+            axis.annotate(name, (step, 1), xycoords=("data", "axes fraction"), fontsize=8, color="#555555",
+                          xytext=(3, -10), textcoords="offset points")
     values = [v for _, v in train + evals]
     if min(values) > 0 and max(values) / min(values) > 30:  # a loss falling 100x reads better on a log axis
         axis.set_yscale("log")
@@ -375,6 +387,13 @@ def _training_section(training: dict[str, Any] | None) -> str:
             if training.get(key) is not None:
                 rows.append([METRIC_NAMES.get(key, key.replace("_", " ")), fmt(key, training[key])])
         parts.append(_table(None, [[esc(a), esc(b)] for a, b in rows], css="kv"))
+    stages = (training or {}).get("stages") or []
+    if stages:
+        keys = ("objective", "method", "carry", "train_rows", "steps", "first_loss", "last_loss", "eval_loss")
+        head = ["stage", *(k.replace("_", " ") for k in keys)]
+        body = [[esc(stage.get("stage")), *(esc(fmt(k, stage[k])) if stage.get(k) is not None else "-" for k in keys)]
+                for stage in stages]
+        parts.append("<h3>Stages</h3>" + _table(head, body))
     parts.append("</section>")
     return "".join(parts)
 
@@ -639,6 +658,27 @@ def _page(title: str, body: str) -> str:
             f"<style>{STYLE}</style></head><body>{body}</body></html>")
 
 
+def _update_section(update: dict[str, Any]) -> str:
+    """`seektune update`: the previous model ("before") and the updated one on the new and the old test split."""
+    replay = update.get("replay") or {}
+    parts = ["<section id='update'><h2>Update: gain and forgetting</h2>",
+             f"<p>Trained on from <code>{esc(update.get('from'))}</code> with {esc(replay.get('new_train_rows'))} new "
+             f"and {esc(replay.get('replay_rows'))} replayed training rows (replay {esc(replay.get('ratio'))}).</p>"]
+    rows = []
+    for split, label in (("new", "new split"), ("old", "old split")):
+        part = update.get(split) or {}
+        before, after = part.get("before") or {}, part.get("after") or {}
+        for metric in ("fact_accuracy", "rougeL", "bleu"):
+            if _is_number(before.get(metric)) and _is_number(after.get(metric)):
+                change = after[metric] - before[metric]
+                rows.append([esc(f"{label} (n={after.get('n')})"), esc(METRIC_NAMES.get(metric, metric)),
+                             esc(fmt(metric, before[metric])), esc(fmt(metric, after[metric])),
+                             esc(("+" if change >= 0 else "") + fmt(metric, change))])
+    parts.append(_table(["split", "metric", "before", "after", "change"], rows))
+    parts.append("<p class='muted'>A fall on the old split is what the update forgot.</p></section>")
+    return "".join(parts)
+
+
 def render_report_html(report: dict[str, Any]) -> str:
     """The report dict as one self-contained HTML page."""
     metrics = report["eval"]
@@ -648,6 +688,8 @@ def render_report_html(report: dict[str, Any]) -> str:
     if report.get("data"):
         sections.append(_data_section(report["data"]))
     sections.append(_training_section(report.get("training")))
+    if report.get("update"):
+        sections.append(_update_section(report["update"]))
     sections.append(_metrics_section(metrics))
     sections.append(_win_rate_section(metrics))
     sections.append(_breakdown_section(metrics, "by_category", "category", "by-category"))

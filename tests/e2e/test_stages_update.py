@@ -58,6 +58,12 @@ def test_continue_stage_starts_from_the_previous_stage_adapter(tmp_path, tiny_ll
     stage1, stage2 = summary["stages"]
     assert stage2["first_loss"] < stage1["first_loss"] - 0.05
     assert (run_dir / "data" / "test.jsonl").is_file()  # the last stage's splits, for `seektune eval`
+    from seektune.evaluate import stage as eval_stage
+
+    metrics = eval_stage.run(run_dir)
+    assert metrics["tuned"]["n"] == len(read_jsonl(run_dir / "data" / "test.jsonl"))
+    page = (run_dir / "report.html").read_text()
+    assert "<h3>Stages</h3>" in page and "<td>general</td>" in page and "<td>domain</td>" in page
 
 
 def test_merge_stage_trains_a_fresh_adapter_on_merged_weights(tmp_path, tiny_llama, faq_file):
@@ -168,6 +174,7 @@ def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
     assert old["forgetting"]["fact_accuracy"] == pytest.approx(
         old["before"]["fact_accuracy"] - old["after"]["fact_accuracy"])
     assert report["new"]["after"]["n"] == len(read_jsonl(out / "data" / "test.jsonl"))
+    assert "Update: gain and forgetting" in (out / "report.html").read_text()
     # both models answered the old split; the old run's own answers are the "before"
     samples = read_jsonl(out / "eval-old" / "samples.jsonl")
     assert len(samples) == len(read_jsonl(trained_run / "data" / "test.jsonl")) and "base" in samples[0]
