@@ -402,7 +402,8 @@ DEFAULT_CLEAN_STEPS = ["strip_control", "strip_html", "unescape_html", "nfkc", "
 
 
 class Cleaner:
-    """Applies named steps in order to every message's content and reasoning; returns new records.
+    """Applies named steps in order to every message's content and reasoning (and a preference pair's
+    ``rejected`` answer); returns new records.
 
     ``changed[label]`` counts the records a step altered (a repeated step is labelled ``regex#2``, ...), so
     prepare can say "pii changed 12 records". A reasoning field emptied by cleaning is dropped, as the format
@@ -430,6 +431,8 @@ class Cleaner:
                     message[field] = self.clean_text(message[field], touched)
             if message.get("reasoning") == "":
                 del message["reasoning"]
+        if isinstance(out.get("rejected"), str):  # a preference pair's worse answer is training text too
+            out["rejected"] = self.clean_text(out["rejected"], touched)
         self.changed.update(label for label, _ in self.steps if label in touched)
         return out
 

@@ -80,15 +80,20 @@ def _reject(record: dict[str, Any], step: str, reason: str, detail: str) -> Reje
     return Reject(record["meta"].get("origin", "?"), step, reason, detail, record)
 
 
-def _text_of(record: dict[str, Any], on: str = "conversation") -> str:
-    """The text rows are compared on: a text record's text, the whole conversation, or its user turns."""
+def _text_of(record: dict[str, Any], on: str = "conversation", with_rejected: bool = False) -> str:
+    """The text rows are compared on: a text record's text, the whole conversation, or its user turns.
+
+    ``with_rejected`` (de-duplication) adds a preference pair's rejected answer: pairs that share a prompt
+    and a chosen answer but reject different answers are different rows (feedback exports make many)."""
     from seektune.data.dedup import dedup_text
 
     if "text" in record:
         return record["text"]
     if on == "prompt":
-        return "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
-    return dedup_text(record)
+        text = "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
+    else:
+        text = dedup_text(record)
+    return f"{text}\n{record['rejected']}" if with_rejected and "rejected" in record else text
 
 
 def _preview(record: dict[str, Any], limit: int = 160) -> str:
@@ -109,6 +114,17 @@ class Ledger:
         log.info("%-10s %6d rows %s", name, rows, note)
 
 
+def _preference_problem(record: dict[str, Any]) -> tuple[str, str] | None:
+    """A preference pair that cleaning left unusable (rejected emptied, or now equal to the chosen answer)."""
+    from seektune.data.formats import check_preference
+
+    try:
+        check_preference(record)
+    except FormatError as exc:
+        return exc.reason, exc.detail
+    return None
+
+
 def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
                              lengths: dict[int, int]) -> list[dict[str, Any]]:
     """Filters, then the rendered-length check; each kept record's token count goes into ``lengths``
@@ -120,7 +136,7 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
     kept = []
     for record in _progress(records, "filter"):
         if "messages" in record:
-            verdict = filter_reason(record, config, tokenizer)
+            verdict = filter_reason(record, config, tokenizer) or _preference_problem(record)
             if verdict is not None:
                 reason, detail = verdict if isinstance(verdict, tuple) else (verdict.reason, verdict.detail)
                 ledger.rejects.append(_reject(record, "filter", reason, detail))
@@ -152,7 +168,7 @@ def _deduplicate(records, spec: DataSpec, ledger: Ledger, card: dict[str, Any]) 
     card["duplicates"] = {"exact": 0, "near": 0, "cluster_count": 0, "clusters": []}
     if not (dedup.exact or dedup.near) or len(records) < 2:
         return records
-    result = deduplicate([_text_of(r, dedup.compare) for r in records], exact=dedup.exact, near=dedup.near,
+    result = deduplicate([_text_of(r, dedup.compare, with_rejected=True) for r in records], exact=dedup.exact, near=dedup.near,
                          threshold=dedup.threshold, ngram=dedup.ngram, num_perm=dedup.num_perm,
                          keep=dedup.keep, progress=len(records) > 5000)
     for duplicate in result.removed:

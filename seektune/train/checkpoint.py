@@ -135,17 +135,9 @@ class _EpochSeededLengthSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
-class GuardedTrainer(SFTTrainer):
-    """SFTTrainer with atomic checkpoints, our retention policy, a non-finite loss guard and
-    a data order that survives resuming."""
-
-    def _get_train_sampler(self, *args, **kwargs):
-        sampler = super()._get_train_sampler(*args, **kwargs)
-        if type(sampler) is LengthGroupedSampler:
-            sampler.__class__ = _EpochSeededLengthSampler
-            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            sampler.epoch = 0
-        return sampler
+class GuardedMixin:
+    """Atomic checkpoints, our retention policy and a non-finite loss guard, for any transformers Trainer
+    (SFTTrainer here; trl's DPO / KTO / ORPO trainers in ``seektune.train.preference``)."""
 
     def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -190,6 +182,18 @@ class GuardedTrainer(SFTTrainer):
                 self.state.best_model_checkpoint = str(best)
         best_path = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
         apply_retention(final_root, self.keep_checkpoints, best_path)
+
+
+class GuardedTrainer(GuardedMixin, SFTTrainer):
+    """SFTTrainer with the guards of :class:`GuardedMixin` and a data order that survives resuming."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        sampler = super()._get_train_sampler(*args, **kwargs)
+        if type(sampler) is LengthGroupedSampler:
+            sampler.__class__ = _EpochSeededLengthSampler
+            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler.epoch = 0
+        return sampler
 
 
 class _FiniteGradients(TrainerCallback):

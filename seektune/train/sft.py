@@ -57,7 +57,7 @@ def render_split(tokenizer, records: list[dict[str, Any]], max_length: int, spli
     return Dataset.from_list(rows) if rows else None, rejects
 
 
-def _append_rejects(run_dir: Path, rejects: list[Reject]) -> None:
+def append_rejects(run_dir: Path, rejects: list[Reject]) -> None:
     if not rejects:
         return
     with (run_dir / "data" / "rejects.jsonl").open("a", encoding="utf-8") as handle:
@@ -226,7 +226,7 @@ def render_splits(recipe: Recipe, tokenizer, main_process: bool = True):
     val_records = read_jsonl(run_dir / "data" / "val.jsonl")
     val_set, val_rejects = render_split(tokenizer, val_records, max_length, "val")
     if main_process:
-        _append_rejects(run_dir, train_rejects + val_rejects)
+        append_rejects(run_dir, train_rejects + val_rejects)
     for reject in train_rejects + val_rejects:
         log.warning("skipping %s: %s (%s)", reject.origin, reject.reason, reject.detail)
     if train_set is None:
@@ -243,7 +243,6 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
     from seektune.train.checkpoint import GuardedTrainer
 
     run_dir = recipe.run_dir
-    method = recipe.method
     loaded, adapter_config = load_student(recipe)
     tokenizer = loaded.tokenizer
     train_set, val_set, val_records = render_splits(recipe, tokenizer, main_process)

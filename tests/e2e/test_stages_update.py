@@ -12,7 +12,7 @@ from seektune.cli import app
 from seektune.data.io import read_jsonl
 from seektune.recipe import RecipeError, load_recipe, load_run
 from seektune.train import sft
-from tests.conftest import FAQ_ROWS, write_recipe
+from tests.conftest import write_recipe
 
 
 def _staged(path, recipe_file, stages):

@@ -1,5 +1,4 @@
 import pytest
-import torch
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
