@@ -510,8 +510,9 @@ def update(
     skip_eval: Annotated[bool, typer.Option("--no-eval", help="Train only; skip the before/after evaluation.")
                          ] = False,
 ) -> None:
-    """Continual learning: train RUN further on new data, replaying some old rows, then report the gain on the
-    new test split beside the forgetting on the old one."""
+    """Continual learning: train a run further on new data, with replay, and report gain beside forgetting.
+
+    The updated run is a new directory; the old split's fall is what was forgotten."""
     _quiet_libraries()
     from seektune import update as update_stage
 
@@ -541,6 +542,28 @@ def print_update(result: dict) -> None:
             table.add_row(f"{label} (n={part['after'].get('n')})", metric, f"{before:.3f}", f"{after:.3f}",
                           f"{after - before:+.3f}")
     console.print(table)
+
+
+@app.command()
+def tune(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    trials: Annotated[int | None, typer.Option(help="Trials the study should hold (default: the recipe's "
+                                                    "tune.trials, 8); running again continues the study.",
+                                               show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Study directory (default: <output_dir>/tune).")] = None,
+) -> None:
+    """Hyper-parameter search with Optuna over the recipe's tune.space, pruning trials that fall behind.
+
+    Writes trials.csv, tune.json and best.yaml (a recipe to run) into the study directory."""
+    _quiet_libraries()
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    from seektune import tune as tune_stage
+
+    try:
+        _guard(tune_stage.run, recipe, overrides or [], trials, out)
+    except RuntimeError as exc:  # every trial failed; trials.csv / tune.json say how
+        _fail(str(exc), code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m seektune`
