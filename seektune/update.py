@@ -8,8 +8,9 @@ The update is a new run directory (``<run>-update-N`` unless ``--out``) whose re
 old run's with the new data, starting from the old run's weights (its adapter keeps
 training; a full / freeze run's model is the new base). The new rows are prepared with the
 old run's data settings; ``update.replay`` x (new training rows) rows of the old run's
-training split are mixed into the new training split (marked ``meta.replay``), so what
-the model already knew keeps being rehearsed.
+training split are mixed into the new training split (marked ``meta.replay``), drawn
+round-robin over the old split's groups (its ``stratify_by`` / ``group_by`` field, else
+``category``), so what the model already knew keeps being rehearsed.
 
 Then both models answer both test splits, and ``update.json`` reports the gain on the new
 split beside the forgetting on the old one (the old split's metric before minus after).
@@ -69,13 +70,35 @@ def update_recipe(run_dir: Path, data: list[Path], out: Path, overrides: list[st
     return validate_recipe(raw, f"update of {run_dir}")
 
 
+def covering_sample(rows: list[dict[str, Any]], k: int, key: str, seed: int) -> list[dict[str, Any]]:
+    """``k`` rows drawn round-robin over the groups of ``meta[key]`` (a fact, a ticket, a category), so a
+    small replay buffer still rehearses every group rather than a random few; random without groups."""
+    rng = random.Random(seed)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("meta", {}).get(key)), []).append(row)
+    if len(groups) <= 1:
+        return rng.sample(rows, k)
+    queues = list(groups.values())
+    for queue in queues:
+        rng.shuffle(queue)
+    rng.shuffle(queues)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < k:
+        for queue in queues:
+            if queue and len(picked) < k:
+                picked.append(queue.pop())
+    return picked
+
+
 def add_replay(recipe: Recipe, old_run: Path) -> dict[str, Any]:
     """Mix ``update.replay`` x (new train rows) of the old run's training rows into the new train split."""
     train_file = recipe.run_dir / "data" / "train.jsonl"
     new_rows = [r for r in read_jsonl(train_file) if not r.get("meta", {}).get("replay")]
     old_rows = read_jsonl(old_run / "data" / "train.jsonl")
     want = min(len(old_rows), round(recipe.update.replay * len(new_rows)))
-    replay = random.Random(recipe.update.seed).sample(old_rows, want) if want else []
+    key = recipe.data.split.stratify_by or recipe.data.split.group_by or "category"
+    replay = covering_sample(old_rows, want, key, recipe.update.seed)
     for row in replay:
         row.setdefault("meta", {})["replay"] = True
     mixed = new_rows + replay
