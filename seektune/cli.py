@@ -187,8 +187,14 @@ def run_distributed(loaded, recipe: Path, overrides: list[str], nproc: int) -> N
 
     from seektune.data import prepare as prepare_stage
 
+    if loaded.stages:
+        _fail("--nproc trains one recipe; for a stages: recipe launch `accelerate launch -m seektune train ...`")
     if not (loaded.run_dir / "data" / "train.jsonl").is_file():
         _guard(prepare_stage.run, loaded)
+    if loaded.objective == "distill":  # the workers read the teacher's cached targets; the teacher runs here, once
+        from seektune.train import distill
+
+        _guard(distill.prepare_teacher, loaded)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "seektune", "train", str(recipe), *overrides]
     console.print(f"launching {nproc} processes: {' '.join(command[2:])}", soft_wrap=True)
