@@ -510,7 +510,7 @@ def update(
     feedback: Annotated[Path | None, typer.Option(
         help="A feedback database from `seektune serve`: its corrections and up-rated answers are new data.")] = None,
     replay: Annotated[float | None, typer.Option(
-        help="Old training rows mixed in per new row (default: the recipe's update.replay, 1.0); 0 turns replay off.",
+        help="Old training rows mixed in per new row (default: the recipe's update.replay, 6); 0 turns replay off.",
         show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(help="The updated run's directory (default: <run>-update-N).")] = None,
     skip_eval: Annotated[bool, typer.Option("--no-eval", help="Train only; skip the before/after evaluation.")

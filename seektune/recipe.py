@@ -351,8 +351,9 @@ class TuneSpec(_Section):
 class UpdateSpec(_Section):
     """`seektune update RUN --data NEW`: continual learning from an earlier run."""
 
-    replay: float = Field(1.0, ge=0, description="Old training rows mixed in per new training row (0: no replay; "
-                          "capped at all the old rows).")
+    replay: float = Field(6.0, ge=0, description="Old training rows mixed in per new training row (0: no replay; "
+                          "capped at all the old rows). On the customer-service example (3 epochs) the old split's "
+                          "fact accuracy fell 0.05 with 6, 0.11 with 4 and 0.36 with none.")
     seed: int = 42
 
 
