@@ -352,7 +352,7 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extr
 
     if not trainer.is_world_process_zero():
         return run_dir
-    save_trained(trainer.model, tokenizer, run_dir)
+    save_trained(trainer.model, tokenizer, run_dir, merged_base=bool(recipe.model.merge))
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
@@ -377,10 +377,21 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extr
     return run_dir
 
 
-def save_trained(model, tokenizer, run_dir: Path) -> Path:
-    """A peft model saves ``adapter/``, any other the whole ``model/`` (safetensors either way)."""
+def save_trained(model, tokenizer, run_dir: Path, merged_base: bool = False) -> Path:
+    """A peft model saves ``adapter/``, any other the whole ``model/`` (safetensors either way).
+
+    ``merged_base``: the adapter sits on a base with other adapters merged in (``model.merge``),
+    which no later stage would rebuild from ``model.name``, so it is merged too and the run
+    holds the whole ``model/``: eval, chat, serve and export then need nothing else."""
     from peft import PeftModel
 
+    if merged_base and isinstance(model, PeftModel) and model.peft_config[model.active_adapter].peft_type in (
+            "LORA", "IA3"):
+        model = model.merge_and_unload()
+    elif merged_base and isinstance(model, PeftModel):
+        log.warning("a %s adapter does not merge into the weights; %s/adapter sits on the base with model.merge "
+                    "merged in, and only training knows that", model.peft_config[model.active_adapter].peft_type,
+                    run_dir)
     out_dir = run_dir / ("adapter" if isinstance(model, PeftModel) else "model")
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

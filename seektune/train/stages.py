@@ -12,7 +12,8 @@ own (data, checkpoints, adapter, train.json), starting from the previous stage's
 * ``carry: continue`` (the default) keeps training the previous stage's adapter (or, after a
   full / freeze stage, its whole model);
 * ``carry: merge`` merges the previous adapter into the weights and trains a fresh adapter
-  on top (what a DPO stage after SFT wants: its reference model is then the SFT model).
+  on top (what a DPO stage after SFT wants: its reference model is then the SFT model); that
+  stage saves its result merged, as ``model/``, so nothing downstream needs to know the merge.
   A full / freeze stage after an adapter stage always starts from the merged weights.
 
 The run directory then holds the final weights (``adapter/`` when every stage trained one
