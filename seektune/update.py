@@ -5,7 +5,8 @@
     seektune update runs/customer-service --data new.jsonl --replay 0     # no replay: see what is forgotten
 
 The update is a new run directory (``<run>-update-N`` unless ``--out``) whose recipe is the
-old run's with the new data, starting from the old run's weights (its adapter keeps
+old run's with the new data (and ``train.max_steps`` unset: epochs decide), starting from the
+old run's weights (its adapter keeps
 training; a full / freeze run's model is the new base). The new rows are prepared with the
 old run's data settings; ``update.replay`` x (new training rows) rows of the old run's
 training split are mixed into the new training split (marked ``meta.replay``), drawn
@@ -60,6 +61,7 @@ def update_recipe(run_dir: Path, data: list[Path], out: Path, overrides: list[st
                                 "stratify_by": None, "group_by": None}
     raw["train"]["resume"] = None
     raw["train"]["early_stopping"] = None
+    raw["train"]["max_steps"] = -1  # a step budget fitted to the old data means nothing here: epochs decide
     if (run_dir / "adapter" / "adapter_config.json").is_file():
         raw["model"]["adapter"] = str((run_dir / "adapter").resolve())
     elif (run_dir / "model" / "config.json").is_file():
