@@ -566,10 +566,15 @@ def tune(
     logging.getLogger("optuna").setLevel(logging.WARNING)
     from seektune import tune as tune_stage
 
-    try:
-        _guard(tune_stage.run, recipe, overrides or [], trials, out)
-    except RuntimeError as exc:  # every trial failed; trials.csv / tune.json say how
-        _fail(str(exc), code=1)
+    def search():
+        try:
+            return tune_stage.run(recipe, overrides or [], trials, out)
+        except RuntimeError as exc:  # every trial failed; trials.csv / tune.json say how
+            if isinstance(exc, typer.Exit):
+                raise
+            _fail(str(exc), code=1)
+
+    _guard(search)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m seektune`

@@ -504,7 +504,7 @@ def _explain(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid recipe"]
     for item in error.errors():
         loc = tuple(item["loc"])
-        key = ".".join(str(p) for p in loc) or "<root>"
+        key = ".".join(str(p) for p in loc) or "recipe"
         if item["type"] == "extra_forbidden":
             parent = _fields_of(Recipe, loc[:-1])
             allowed = sorted(parent.model_fields) if parent else []
@@ -514,7 +514,7 @@ def _explain(error: ValidationError, source: str) -> str:
                 msg += f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (hint[0],))}'?)"
             msg += f"; allowed keys here: {', '.join(allowed)}"
         else:
-            msg = f"  {key}: {item['msg']}"
+            msg = f"  {key}: {item['msg'].removeprefix('Value error, ')}"
             if "input" in item and not isinstance(item["input"], dict):
                 msg += f" (got {item['input']!r})"
         lines.append(msg)
