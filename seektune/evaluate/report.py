@@ -386,6 +386,16 @@ def _training_section(training: dict[str, Any] | None) -> str:
                     "eval_loss", "best_checkpoint"):
             if training.get(key) is not None:
                 rows.append([METRIC_NAMES.get(key, key.replace("_", " ")), fmt(key, training[key])])
+        distill = training.get("distill") or {}
+        if distill:
+            rows.append(["teacher", f"{distill.get('teacher')} ({distill.get('mode')} distillation)"])
+            if _is_number(distill.get("val_kl_before")) and _is_number(distill.get("val_kl_after")):
+                rows.append(["KL to the teacher (val, per answer token)",
+                             f"{distill['val_kl_before']:.3f} → {distill['val_kl_after']:.3f}"])
+        preference = training.get("preference") or {}
+        if _is_number(preference.get("first_reward_margin")) and _is_number(preference.get("last_reward_margin")):
+            rows.append([f"{training.get('objective')} reward margin",
+                         f"{preference['first_reward_margin']:.3f} → {preference['last_reward_margin']:.3f}"])
         parts.append(_table(None, [[esc(a), esc(b)] for a, b in rows], css="kv"))
     stages = (training or {}).get("stages") or []
     if stages:

@@ -311,3 +311,22 @@ def test_compare_needs_eval_of_every_run(tmp_path):
     (tmp_path / "untested").mkdir()
     with pytest.raises(FileNotFoundError, match=r"untested.*seektune eval"):
         compare_runs([good, tmp_path / "untested"])
+
+
+def test_training_shows_distillation_preference_and_update_figures(tmp_path):
+    run = make_fake_run(tmp_path / "run")
+    training = {**TRAIN, "objective": "dpo",
+                "distill": {"teacher": "run runs/teacher", "mode": "logits", "val_kl_before": 2.2232,
+                            "val_kl_after": 0.0323},
+                "preference": {"first_reward_margin": 0.0, "last_reward_margin": 0.2591}}
+    (run / "train.json").write_text(json.dumps(training))
+    (run / "update.json").write_text(json.dumps({
+        "from": "runs/old", "replay": {"ratio": 6.0, "new_train_rows": 48, "replay_rows": 288},
+        "new": {"before": {"n": 9, "fact_accuracy": 0.0}, "after": {"n": 9, "fact_accuracy": 0.889}},
+        "old": {"before": {"n": 66, "fact_accuracy": 0.545}, "after": {"n": 66, "fact_accuracy": 0.5}}}))
+    page = write_report(run)[0].read_text(encoding="utf-8")
+    assert "run runs/teacher (logits distillation)" in page and "2.223 → 0.032" in page
+    assert "dpo reward margin</td><td>0.000 → 0.259" in page
+    update = page[page.index("id='update'"):]
+    assert "48 new" in update and "288 replayed" in update
+    assert re.search(r"old split \(n=66\)</td><td>fact accuracy</td><td>0\.545</td><td>0\.500</td><td>-0\.045", update)
