@@ -239,3 +239,18 @@ def test_serve_feedback_update_round_trip_gives_the_corrected_answer(tmp_path, t
     report = json.loads((out / "update.json").read_text())
     new = report["new"]  # the corrected rows themselves (nothing held out), answered in 8 tokens here
     assert new["after"]["rougeL"] > new["before"]["rougeL"] + 0.5
+
+
+def test_prepare_of_a_staged_recipe_prepares_every_stage(tmp_path, tiny_llama, faq_file):
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in NEW_ROWS * 2), encoding="utf-8")
+    base = write_recipe(tmp_path / "base.yaml", tiny_llama, faq_file, tmp_path / "run")
+    recipe_file = _staged(tmp_path / "r.yaml", base, [{"name": "faq"}, {"name": "wrap", "data": {"paths": [str(other)]}}])
+    result = CliRunner().invoke(app, ["prepare", str(recipe_file)])
+    assert result.exit_code == 0, result.output
+    faq_rows = read_jsonl(tmp_path / "run" / "stages" / "01-faq" / "data" / "train.jsonl")
+    wrap_rows = read_jsonl(tmp_path / "run" / "stages" / "02-wrap" / "data" / "train.jsonl")
+    assert all("gift" in r["messages"][-1]["content"].lower() for r in wrap_rows)
+    assert not any("gift" in r["messages"][-1]["content"].lower() for r in faq_rows)
+    # the run's own splits are the last stage's: what `seektune eval` scores
+    assert read_jsonl(tmp_path / "run" / "data" / "train.jsonl") == wrap_rows
