@@ -245,7 +245,8 @@ def test_prepare_of_a_staged_recipe_prepares_every_stage(tmp_path, tiny_llama, f
     other = tmp_path / "other.jsonl"
     other.write_text("".join(json.dumps(r) + "\n" for r in NEW_ROWS * 2), encoding="utf-8")
     base = write_recipe(tmp_path / "base.yaml", tiny_llama, faq_file, tmp_path / "run")
-    recipe_file = _staged(tmp_path / "r.yaml", base, [{"name": "faq"}, {"name": "wrap", "data": {"paths": [str(other)]}}])
+    recipe_file = _staged(tmp_path / "r.yaml", base,
+                          [{"name": "faq"}, {"name": "wrap", "data": {"paths": [str(other)]}}])
     result = CliRunner().invoke(app, ["prepare", str(recipe_file)])
     assert result.exit_code == 0, result.output
     faq_rows = read_jsonl(tmp_path / "run" / "stages" / "01-faq" / "data" / "train.jsonl")
