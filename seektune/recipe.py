@@ -354,6 +354,9 @@ class UpdateSpec(_Section):
     replay: float = Field(6.0, ge=0, description="Old training rows mixed in per new training row (0: no replay; "
                           "capped at all the old rows). On the customer-service example (3 epochs) the old split's "
                           "fact accuracy fell 0.05 with 6, 0.11 with 4 and 0.36 with none.")
+    repeat_new: int = Field(1, gt=0, description="Copies of each new training row. A few corrections need many "
+                            "passes: repeating them (rather than raising epochs) keeps the old rows' share, and so "
+                            "the forgetting, where replay puts it.")
     seed: int = 42
 
 

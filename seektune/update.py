@@ -97,6 +97,7 @@ def add_replay(recipe: Recipe, old_run: Path) -> dict[str, Any]:
     """Mix ``update.replay`` x (new train rows) of the old run's training rows into the new train split."""
     train_file = recipe.run_dir / "data" / "train.jsonl"
     new_rows = [r for r in read_jsonl(train_file) if not r.get("meta", {}).get("replay")]
+    new_rows = [row for row in new_rows for _ in range(recipe.update.repeat_new)]
     old_rows = read_jsonl(old_run / "data" / "train.jsonl")
     want = min(len(old_rows), round(recipe.update.replay * len(new_rows)))
     key = recipe.data.split.stratify_by or recipe.data.split.group_by or "category"
@@ -108,7 +109,8 @@ def add_replay(recipe: Recipe, old_run: Path) -> dict[str, Any]:
     with train_file.open("w", encoding="utf-8") as handle:
         for row in mixed:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    info = {"ratio": recipe.update.replay, "new_train_rows": len(new_rows), "replay_rows": len(replay),
+    info = {"ratio": recipe.update.replay, "repeat_new": recipe.update.repeat_new,
+            "new_train_rows": len(new_rows) // recipe.update.repeat_new, "replay_rows": len(replay),
             "old_train_rows": len(old_rows), "from": str(old_run / "data" / "train.jsonl")}
     (recipe.run_dir / "data" / "replay.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
@@ -189,6 +191,7 @@ def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: 
         if not read_jsonl(new_split):
             new_split = out / "data" / "new_train.jsonl"  # nothing held out: score the new rows themselves
             rows = [r for r in read_jsonl(out / "data" / "train.jsonl") if not r.get("meta", {}).get("replay")]
+            rows = list({json.dumps(r, sort_keys=True): r for r in rows}.values())  # repeat_new copies once
             with new_split.open("w", encoding="utf-8") as handle:
                 for row in rows:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -184,10 +184,12 @@ def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
     assert len(samples) == len(read_jsonl(trained_run / "data" / "test.jsonl")) and "base" in samples[0]
     # a second update gets its own directory
     again = CliRunner().invoke(app, ["update", str(trained_run), "--data", str(new), "--replay", "0", "--no-eval",
-                                     "train.max_steps=1"])
+                                     "train.max_steps=1", "update.repeat_new=3"])
     assert again.exit_code == 0, again.output
     second = tmp_path / "old-update-2"
-    assert not any(r["meta"].get("replay") for r in read_jsonl(second / "data" / "train.jsonl"))
+    rows = read_jsonl(second / "data" / "train.jsonl")
+    assert not any(r["meta"].get("replay") for r in rows)
+    assert len(rows) == 3 * len(fresh) and len({json.dumps(r) for r in rows}) == len(fresh)  # each new row thrice
     assert not (second / "update.json").read_text().count('"old"')
 
 
