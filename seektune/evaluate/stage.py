@@ -226,10 +226,7 @@ def reference_perplexity(model, tokenizer, rows: list[dict[str, Any]], *, batch_
     """
     import math
 
-    import torch
-    import torch.nn.functional as F
-
-    from seektune.data.render import IGNORE_INDEX, RenderError, render
+    from seektune.data.render import RenderError, render
 
     rendered = []
     for row in rows:
@@ -237,15 +234,30 @@ def reference_perplexity(model, tokenizer, rows: list[dict[str, Any]], *, batch_
             rendered.append(render(tokenizer, row["messages"], max_length))
         except RenderError:
             continue  # a prompt longer than max_length has no answer tokens to score
+    sums = answer_nll(model, tokenizer, rendered, batch_size)
+    count = sum(n for _, n in sums)
+    return math.exp(sum(total for total, _ in sums) / count) if count else None
+
+
+def answer_nll(model, tokenizer, rendered: list[dict[str, list[int]]], batch_size: int = 16
+               ) -> list[tuple[float, int]]:
+    """Per rendered row, (summed negative log-likelihood, count) of its labelled tokens, teacher-forced in
+    padded batches of similar length (shared by the perplexity above and the curriculum's loss score)."""
+    import torch
+    import torch.nn.functional as F
+
+    from seektune.data.render import IGNORE_INDEX
+
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(rendered)
     if not rendered:
-        return None
+        return results
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    total, count = 0.0, 0
     order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]["input_ids"]))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            batch = [rendered[i] for i in order[start:start + batch_size]]
+            chunk = order[start:start + batch_size]
+            batch = [rendered[i] for i in chunk]
             width = max(len(r["input_ids"]) for r in batch)
             ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch], device=device)
             labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in batch],
@@ -254,10 +266,11 @@ def reference_perplexity(model, tokenizer, rows: list[dict[str, Any]], *, batch_
                                 device=device)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             targets = labels[:, 1:]
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                     ignore_index=IGNORE_INDEX, reduction="sum").item()
-            count += int((targets != IGNORE_INDEX).sum())
-    return math.exp(total / count) if count else None
+            losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            counts = (targets != IGNORE_INDEX).sum(dim=1)
+            for row, total, count in zip(chunk, losses.sum(dim=1).tolist(), counts.tolist()):
+                results[row] = (total, count)
+    return results
 
 
 # ---------------------------------------------------------------- answer cache

@@ -17,9 +17,7 @@ import logging
 import math
 from typing import Any
 
-import torch
-
-from seektune.data.render import IGNORE_INDEX, RenderError, render_record
+from seektune.data.render import RenderError, render_record
 from seektune.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -36,40 +34,22 @@ def row_lengths(tokenizer, records: list[dict[str, Any]], max_length: int) -> li
     return scores
 
 
-@torch.inference_mode()
 def row_losses(model, tokenizer, records: list[dict[str, Any]], max_length: int, batch_size: int = 16) -> list[float]:
-    """Mean loss of the model on each row's labelled tokens (its answer), row by row."""
-    import torch.nn.functional as F
+    """Mean loss of the model on each row's labelled tokens (its answer); +inf for a row that cannot render."""
+    from seektune.evaluate.stage import answer_nll
 
-    rendered: list[dict[str, list[int]] | None] = []
-    for record in records:
+    rendered: list[dict[str, list[int]]] = []
+    index: list[int] = []
+    for i, record in enumerate(records):
         try:
             rendered.append(render_record(tokenizer, record, max_length))
+            index.append(i)
         except RenderError:
-            rendered.append(None)
-    scores = [math.inf] * len(records)
-    usable = sorted((i for i, r in enumerate(rendered) if r), key=lambda i: len(rendered[i]["input_ids"]))
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            pass
     model.eval()
-    for start in range(0, len(usable), batch_size):
-        chunk = usable[start:start + batch_size]
-        width = max(len(rendered[i]["input_ids"]) for i in chunk)
-
-        def padded(key: str, fill: int, i: int) -> list[int]:
-            values = rendered[i][key]
-            return values + [fill] * (width - len(values))
-
-        ids = torch.tensor([padded("input_ids", pad, i) for i in chunk], device=device)
-        labels = torch.tensor([padded("labels", IGNORE_INDEX, i) for i in chunk], device=device)
-        mask = torch.tensor([[1] * len(rendered[i]["input_ids"]) + [0] * (width - len(rendered[i]["input_ids"]))
-                             for i in chunk], device=device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        targets = labels[:, 1:]
-        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-        counts = (targets != IGNORE_INDEX).sum(dim=1)
-        for row, total, count in zip(chunk, losses.sum(dim=1).tolist(), counts.tolist()):
-            scores[row] = total / count if count else math.inf
+    scores = [math.inf] * len(records)
+    for i, (total, count) in zip(index, answer_nll(model, tokenizer, rendered, batch_size)):
+        scores[i] = total / count if count else math.inf
     return scores
 
 

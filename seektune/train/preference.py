@@ -155,23 +155,6 @@ def sampling(recipe: Recipe) -> str:
     return "random"
 
 
-def stopping_callbacks(recipe: Recipe, tokenizer, val_records: list[dict[str, Any]]) -> list[TrainerCallback]:
-    """Early stopping on val loss or on a generation metric, as for SFT; none without val rows."""
-    stopping = recipe.train.early_stopping
-    if not stopping or not val_records:
-        return []
-    from transformers import EarlyStoppingCallback
-
-    from seektune.train.callbacks import GenerationMetric
-
-    callbacks: list[TrainerCallback] = []
-    if stopping.metric != "eval_loss":
-        callbacks.append(GenerationMetric(tokenizer, val_records, stopping.metric, stopping.generation_rows,
-                                          stopping.max_new_tokens))
-    callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.min_delta))
-    return callbacks
-
-
 def run(recipe: Recipe) -> Path:
     """Train with the recipe's preference objective and save the result; returns the run directory."""
     from datasets import Dataset
@@ -200,7 +183,7 @@ def run(recipe: Recipe) -> Path:
     args = sft.training_args(recipe, run_dir, bool(val_rows), config_class=config_class, **fields)
     args.train_sampling_strategy = sampling(recipe)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    callbacks = [_DropReferenceAdapter(), *stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
+    callbacks = [_DropReferenceAdapter(), *sft.stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
     extra: dict[str, Any] = {}
     if objective != "orpo" and adapter_config is None and not isinstance(loaded.model, PeftModel):
         # full / freeze: trl would reload the reference from the config's path, which misses model.merge

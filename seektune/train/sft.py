@@ -234,6 +234,23 @@ def render_splits(recipe: Recipe, tokenizer, main_process: bool = True):
     return train_set, val_set, val_records
 
 
+def stopping_callbacks(recipe: Recipe, tokenizer, val_records: list[dict[str, Any]]) -> list:
+    """Early stopping on val loss or on a generation metric over the val rows; none without val rows."""
+    stopping = recipe.train.early_stopping
+    if not stopping or not val_records:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    from seektune.train.callbacks import GenerationMetric
+
+    callbacks = []
+    if stopping.metric != "eval_loss":  # must run before EarlyStoppingCallback reads the metric
+        callbacks.append(GenerationMetric(tokenizer, [r for r in val_records if "messages" in r],
+                                          stopping.metric, stopping.generation_rows, stopping.max_new_tokens))
+    callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.min_delta))
+    return callbacks
+
+
 def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, **trainer_kwargs) -> Built:
     """Model, rendered splits and trainer for a recipe whose data is prepared.
 
@@ -248,17 +265,7 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
     train_set, val_set, val_records = render_splits(recipe, tokenizer, main_process)
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    callbacks = []
-    stopping = recipe.train.early_stopping
-    if stopping and val_set is not None:
-        from transformers import EarlyStoppingCallback
-
-        from seektune.train.callbacks import GenerationMetric
-
-        if stopping.metric != "eval_loss":  # must run before EarlyStoppingCallback reads the metric
-            callbacks.append(GenerationMetric(tokenizer, [r for r in val_records if "messages" in r],
-                                              stopping.metric, stopping.generation_rows, stopping.max_new_tokens))
-        callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.min_delta))
+    callbacks = stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])
     mode = batching(recipe, loaded.model)
     if mode == "padding_free":
         packing.use_packed_attention(loaded.model)
