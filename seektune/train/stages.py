@@ -67,24 +67,21 @@ def run(recipe: Recipe) -> Path:
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(recipe, run_dir)
-    base = recipe.model.name  # the weights an adapter of the current stage sits on (after `merged`)
-    merged: list[str] = []
+    base = recipe.model.name  # the weights the previous stage's adapter sits on
     previous: tuple[str, Path] | None = None
     summaries: list[dict[str, Any]] = []
     for index, stage in enumerate(recipe.stages):
-        sub = recipe.stage_recipe(index)
-        sub.model.name = base
-        sub.model.merge = list(recipe.model.merge) + merged
-        sub.model.adapter = recipe.model.adapter if index == 0 else None
+        sub = recipe.stage_recipe(index)  # stage 1 starts where the top level says (model.adapter / merge)
         if previous is not None:
+            # an adapter stage saved a bare adapter only when its base had nothing merged in (sft.save_trained)
             kind, path = previous
-            if kind == "model":  # a full / freeze stage: its weights already hold everything before it
-                sub.model.name, sub.model.merge, base, merged = str(path), [], str(path), []
+            sub.model.name, sub.model.merge, sub.model.adapter = base, [], None
+            if kind == "model":  # full / freeze, or merged: its weights hold everything before it
+                sub.model.name = base = str(path)
             elif stage.carry == "continue" and sub.method.name in PEFT_METHODS:
                 sub.model.adapter = str(path)
             else:
-                merged = merged + [str(path)]
-                sub.model.merge = list(recipe.model.merge) + merged
+                sub.model.merge = [str(path)]
         done = _trained(sub.run_dir) if (sub.run_dir / "train.json").is_file() else None
         if done and recipe.train.resume == "auto":
             print(f"seektune: stage {index + 1}/{len(recipe.stages)} {stage.name}: already trained, kept")
@@ -97,35 +94,30 @@ def run(recipe: Recipe) -> Path:
                 raise RuntimeError(f"stage {stage.name} wrote no adapter or model in {sub.run_dir}")
         summaries.append(_stage_summary(index, stage.name, stage.carry, sub))
         previous = done
-    _assemble(recipe, previous, base, merged)
+    _assemble(recipe, previous, base)
     _copy_data(sub.run_dir, run_dir)
     _write_summary(recipe, summaries)
     return run_dir
 
 
-def _assemble(recipe: Recipe, last: tuple[str, Path], base: str, merged: list[str]) -> None:
-    """The run's final weights: the last adapter as is when it sits on the original base, else a merged model."""
+def _assemble(recipe: Recipe, last: tuple[str, Path], base: str) -> None:
+    """The run's final weights: the last adapter as is when it sits on the recipe's model, else a whole model."""
     run_dir = recipe.run_dir
     for stale in ("adapter", "model"):
         if (run_dir / stale).exists():
             shutil.rmtree(run_dir / stale)
     kind, path = last
-    if kind == "adapter" and base == recipe.model.name and not merged and not recipe.model.merge:
-        shutil.copytree(path, run_dir / "adapter")
-        return
-    if kind == "model":
-        shutil.copytree(path, run_dir / "model")
+    if kind == "model" or base == recipe.model.name:
+        shutil.copytree(path, run_dir / kind)
         return
     from peft import PeftModel
 
     from seektune.models.load import load_model
 
-    log.info("merging the stages' adapters into one model in %s/model", run_dir)
+    log.info("merging the last stage's adapter into the model it trained on, in %s/model", run_dir)
     loaded = load_model(base, dtype=recipe.model.dtype, chat_template=recipe.model.chat_template,
                         trust_remote_code=recipe.model.trust_remote_code)
-    model = loaded.model
-    for adapter in [*recipe.model.merge, *merged, str(path)]:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = PeftModel.from_pretrained(loaded.model, str(path)).merge_and_unload()
     model.save_pretrained(run_dir / "model", safe_serialization=True)
     loaded.tokenizer.save_pretrained(run_dir / "model")
 
