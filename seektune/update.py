@@ -133,6 +133,10 @@ def evaluate(out: Path, old_run: Path, new_split: Path) -> dict[str, Any]:
     from seektune.evaluate import stage as eval_stage
 
     old_split = old_run / "data" / "test.jsonl"
+    cache, seed = out / "eval" / "cache.jsonl", old_run / "eval" / "cache.jsonl"
+    if seed.is_file() and not cache.exists():  # the old run's answers to its own test split: not generated again
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(seed, cache)
     old = eval_stage.run(out, against=str(old_run), data=old_split, report=False)
     keep = out / "eval-old"
     keep.mkdir(exist_ok=True)

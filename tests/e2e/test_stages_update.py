@@ -157,6 +157,9 @@ def trained_run(tmp_path, tiny_llama, faq_file):
 
 
 def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
+    from seektune.evaluate import stage as eval_stage
+
+    eval_stage.run(trained_run)  # the old run's own answers to its test split, cached
     new = tmp_path / "new.jsonl"
     new.write_text("".join(json.dumps(r) + "\n" for r in NEW_ROWS * 3), encoding="utf-8")
     out = tmp_path / "old-update-1"
@@ -180,6 +183,8 @@ def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
     assert report["new"]["after"]["n"] == len(read_jsonl(out / "data" / "test.jsonl"))
     assert "Update: gain and forgetting" in (out / "report.html").read_text()
     # both models answered the old split; the old run's own answers are the "before"
+    old_metrics = json.loads((out / "eval-old" / "metrics.json").read_text())
+    assert old_metrics["cache"]["reused"]["base"] == old_metrics["base"]["n"]  # the old run's answers, reused
     samples = read_jsonl(out / "eval-old" / "samples.jsonl")
     assert len(samples) == len(read_jsonl(trained_run / "data" / "test.jsonl")) and "base" in samples[0]
     # a second update gets its own directory
