@@ -169,3 +169,15 @@ def write_recipe(path: Path, model_dir: Path, data_file: Path, output_dir: Path,
         recipe[section][key] = value
     path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
     return path
+
+
+def serve_http(handler):
+    """Serve ``handler`` (a BaseHTTPRequestHandler class) on a free local port in a daemon thread;
+    yields the base URL of an OpenAI-style API (``http://127.0.0.1:PORT/v1``), for fixtures."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()

@@ -3,8 +3,7 @@
 
 import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ from seektune.evaluate import stage as eval_stage
 from seektune.models.load import load_model
 from seektune.recipe import load_recipe
 from seektune.train import distill, sft
-from tests.conftest import FAQ_ROWS, _tokenizer_into, _write_model, build_tokenizer, write_recipe
+from tests.conftest import FAQ_ROWS, _tokenizer_into, _write_model, build_tokenizer, serve_http, write_recipe
 
 ANSWERS = {row["question"]: row["answer"] for row in FAQ_ROWS}
 
@@ -250,11 +249,7 @@ class StubTeacher(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubTeacher)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    yield from serve_http(StubTeacher)
 
 
 def test_an_endpoint_teacher_writes_the_rows_and_empty_answers_are_counted(tmp_path, tiny_llama, data_file, endpoint):

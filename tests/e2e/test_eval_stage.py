@@ -4,8 +4,7 @@ models as targets, and test data given on the command line."""
 import json
 import math
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from seektune.data.render import render
 from seektune.evaluate import stage
 from seektune.recipe import load_recipe
 from seektune.train import sft
-from tests.conftest import FAQ_ROWS, write_recipe
+from tests.conftest import FAQ_ROWS, serve_http, write_recipe
 
 ANSWERS = {row["question"]: row["answer"] for row in FAQ_ROWS}
 
@@ -64,11 +63,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    yield from serve_http(FakeOpenAI)
 
 
 @pytest.fixture(scope="module")
