@@ -56,17 +56,12 @@ from trl import SFTTrainer
 from seektune.data.io import read_jsonl, write_jsonl
 from seektune.data.render import IGNORE_INDEX
 from seektune.recipe import DistillSpec, Recipe
-from seektune.train import sft
+from seektune.train import packing, sft
 from seektune.train.checkpoint import GuardedTrainer
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-# student heads that scale or soft-cap their logits: the head computed here would not be theirs
-_SCALED_HEAD_KEYS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                     "logits_scaling")
-# rows of logits per chunk of the student's head: 2**23 floats (32 MiB) whatever the vocabulary
-_CHUNK_ELEMENTS = 1 << 23
 
 
 class DistillError(ValueError):
@@ -108,9 +103,7 @@ class Teacher:
                 from transformers import AutoTokenizer
 
                 return AutoTokenizer.from_pretrained(trained)
-            spec = load_run(self.source).model
-            path = resolve_model_path(spec.name)
-            return load_tokenizer(path, family_of(spec.name, path), spec.chat_template, spec.trust_remote_code)
+            return student_tokenizer(load_run(self.source))  # the run's base tokenizer and template
         path = resolve_model_path(self.source)
         return load_tokenizer(path, family_of(self.source, path))
 
@@ -215,7 +208,7 @@ def logits_blocker(recipe: Recipe, teacher: Teacher, tokenizer) -> str | None:
     if None not in heads and heads[0] != heads[1]:
         return f"the teacher scores {heads[0]} tokens and the student {heads[1]}"
     config = AutoConfig.from_pretrained(student_path, trust_remote_code=recipe.model.trust_remote_code)
-    scaled = [k for k in _SCALED_HEAD_KEYS if getattr(config.get_text_config(), k, None) not in (None, 1.0)]
+    scaled = [k for k in packing.SCALED_HEAD_KEYS if getattr(config.get_text_config(), k, None) not in (None, 1.0)]
     if scaled:
         return f"the student's LM head scales its logits ({', '.join(scaled)})"
     return None
@@ -265,7 +258,7 @@ def topk_kl(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_log
 
 
 def _chunk_terms(hidden, weight, bias, targets, teacher_ids, teacher_log_probs, temperature, label_smoothing):
-    logits = F.linear(hidden, weight, bias).float()
+    logits = packing.head_logits(hidden, weight, bias)
     kl = topk_kl(logits, teacher_ids, teacher_log_probs, temperature).sum()
     ce = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
     return kl, ce, (logits.argmax(-1) == targets).sum()
@@ -280,10 +273,8 @@ def labelled_terms(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.T
     """
     kl = ce = hidden.new_zeros((), dtype=torch.float32)
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-    step = max(1, _CHUNK_ELEMENTS // head.weight.shape[0])
     train = torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad)
-    for start in range(0, hidden.shape[0], step):
-        end = min(start + step, hidden.shape[0])
+    for start, end in packing.chunks(hidden.shape[0], head.weight.shape[0]):
         args = (hidden[start:end], head.weight, head.bias, targets[start:end], teacher_ids[start:end],
                 teacher_log_probs[start:end], temperature, label_smoothing)
         if train:
@@ -518,10 +509,12 @@ def kl_to_teacher(trainer: DistillTrainer, dataset) -> float | None:
     model = trainer.model
     was_training = model.training
     model.eval()
+    from tqdm.auto import tqdm
+
     kl_sum, count = 0.0, 0
     size = trainer.args.per_device_eval_batch_size
     try:
-        for start in range(0, len(dataset), size):
+        for start in tqdm(range(0, len(dataset), size), desc="KL to the teacher", unit="batch", leave=False):
             rows = dataset.select(range(start, min(start + size, len(dataset))))
             batch = trainer._prepare_inputs(trainer.data_collator(
                 [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]))

@@ -119,12 +119,12 @@ def use_packed_attention(model) -> str:
 # ---------------------------------------------------------------- label-only LM head
 
 
-def _chunks(rows: int, vocab: int):
+def chunks(rows: int, vocab: int):
     step = max(1, CHUNK_ELEMENTS // vocab)
     return ((start, min(start + step, rows)) for start in range(0, rows, step))
 
 
-def _logits(hidden, weight, bias):
+def head_logits(hidden, weight, bias):
     logits = (hidden @ weight.t()).float()
     return logits if bias is None else logits + bias.float()
 
@@ -145,8 +145,8 @@ class _LabelLogProbs(torch.autograd.Function):
         entropy = torch.empty_like(log_probs)
         is_top1 = torch.empty(rows, dtype=torch.bool, device=hidden.device)
         d_hidden = torch.empty_like(hidden) if want_grad else None
-        for start, end in _chunks(rows, vocab):
-            logits = _logits(hidden[start:end], weight, bias)
+        for start, end in chunks(rows, vocab):
+            logits = head_logits(hidden[start:end], weight, bias)
             target = targets[start:end]
             log_z = torch.logsumexp(logits, dim=-1)
             log_probs[start:end] = logits.gather(1, target[:, None]).squeeze(1) - log_z
@@ -171,8 +171,8 @@ class _LabelLogProbs(torch.autograd.Function):
         if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):
             grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             grad_bias = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
-            for start, end in _chunks(hidden.shape[0], weight.shape[0]):
-                logits = _logits(hidden[start:end], weight, bias)
+            for start, end in chunks(hidden.shape[0], weight.shape[0]):
+                logits = head_logits(hidden[start:end], weight, bias)
                 probs = torch.softmax(logits, dim=-1)
                 probs[torch.arange(end - start, device=probs.device), targets[start:end]] -= 1
                 d_logits = probs * -grad_log_probs[start:end, None]
@@ -190,7 +190,7 @@ def label_log_probs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: tor
     return _LabelLogProbs.apply(hidden, lm_head.weight, lm_head.bias, targets, want_grad)
 
 
-_SCALED_HEAD_KEYS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+SCALED_HEAD_KEYS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                      "logits_scaling")
 
 
@@ -207,7 +207,7 @@ def score_labelled_positions_only(model) -> bool:
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.get_text_config()
-    if any(getattr(config, key, None) not in (None, 1.0) for key in _SCALED_HEAD_KEYS):
+    if any(getattr(config, key, None) not in (None, 1.0) for key in SCALED_HEAD_KEYS):
         return False
     trl_forward = base.forward
 

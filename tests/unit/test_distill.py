@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from seektune.recipe import Recipe
-from seektune.train import distill
+from seektune.train import distill, packing
 from seektune.train.distill import DistillError, TeacherTargets, labelled_terms, teacher_topk, topk_kl
 
 
@@ -63,7 +63,7 @@ def test_labelled_terms_in_chunks_give_the_same_sums_and_gradients(monkeypatch):
         return kl.detach(), ce.detach(), correct, hidden.grad.clone()
 
     whole = run()
-    monkeypatch.setattr(distill, "_CHUNK_ELEMENTS", 60)  # two rows of logits per chunk, under checkpointing
+    monkeypatch.setattr(packing, "CHUNK_ELEMENTS", 60)  # two rows of logits per chunk, under checkpointing
     chunked = run()
     logits = head(hidden).detach()
     torch.testing.assert_close(whole[0], topk_kl(logits, ids, log_probs, 2.0).sum())
