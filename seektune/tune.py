@@ -357,7 +357,6 @@ def train_trial(recipe: Recipe, trial, metric: str) -> float:
     import optuna
     from transformers.trainer_callback import ProgressCallback
 
-    from seektune.data.io import read_jsonl
     from seektune.train import sft
     from seektune.train.callbacks import GenerationMetric
 
@@ -369,7 +368,7 @@ def train_trial(recipe: Recipe, trial, metric: str) -> float:
     if metric != "eval_loss" and not any(isinstance(c, GenerationMetric) and c.metric == metric
                                          for c in trainer.callback_handler.callbacks):
         rows = stopping or EarlyStoppingSpec()  # its generation_rows and max_new_tokens
-        val = [r for r in read_jsonl(recipe.run_dir / "data" / "val.jsonl") if "messages" in r]
+        val = [r for r in built.val_records if "messages" in r]
         trainer.add_callback(GenerationMetric(built.tokenizer, val, metric, rows.generation_rows, rows.max_new_tokens))
     reporter = ReportToTrial(trial, metric)
     trainer.add_callback(reporter)  # after GenerationMetric: it reads the eval_<metric> that one adds

@@ -18,7 +18,6 @@ it is a frozen copy of the starting weights. orpo needs none.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from pathlib import Path
@@ -180,8 +179,8 @@ def run(recipe: Recipe) -> Path:
 
     trainer_class, config_class = trainer_classes(objective)
     fields = objective_fields(recipe)
-    args = sft.training_args(recipe, run_dir, bool(val_rows), config_class=config_class, **fields)
-    args.train_sampling_strategy = sampling(recipe)
+    args = sft.training_args(recipe, run_dir, bool(val_rows), config_class=config_class,
+                             sampling=sampling(recipe), **fields)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     callbacks = [_DropReferenceAdapter(), *sft.stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
     extra: dict[str, Any] = {}
@@ -201,19 +200,10 @@ def run(recipe: Recipe) -> Path:
     )
     token_counts = Dataset.from_dict({"length": _row_tokens(trainer.train_dataset)})
     built = sft.Built(trainer, tokenizer, token_counts, loaded.family.name, "padded")
-    sft.train_and_save(recipe, built, main_process)
-
-    summary_file = run_dir / "train.json"
-    if trainer.is_world_process_zero() and summary_file.is_file():
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
-        summary["preference"] = {
-            **fields,
-            "reference": _reference_of(objective, adapter_config, extra),
-            "training_rows": len(train_rows), "prompts_too_long": len(rejects),
-            **reward_figures(summary.get("log_history", [])),
-        }
-        summary_file.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return run_dir
+    reference = _reference_of(objective, adapter_config, extra)
+    return sft.train_and_save(recipe, built, main_process, extra=lambda trained: {"preference": {
+        **fields, "reference": reference, "training_rows": len(train_rows), "prompts_too_long": len(rejects),
+        **reward_figures(trained.state.log_history)}})
 
 
 def _reference_of(objective: str, adapter_config, extra: dict[str, Any]) -> str:

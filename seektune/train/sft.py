@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def trackers(names: list[str]) -> list[str]:
 
 
 def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: bool = False,
-                  config_class=None, **extra):
+                  config_class=None, sampling: str | None = None, **extra):
     """The recipe's training settings as trl's ``SFTConfig``, or as ``config_class`` (trl's DPOConfig,
     KTOConfig, ...: they share TrainingArguments) with ``extra`` fields of its own."""
     import importlib.util
@@ -106,7 +106,8 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: b
     if train.early_stopping and not has_eval:
         log.warning("train.early_stopping needs a val split; it is off for this run")
     save_strategy = eval_strategy if stopping else ("steps" if train.save_steps else "no")
-    sampling = "sequential" if train.curriculum else train.sampling  # curriculum order is the data's order
+    if sampling is None:
+        sampling = "sequential" if train.curriculum else train.sampling  # curriculum order is the data's order
     return config_class(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=train.epochs,
@@ -173,6 +174,7 @@ class Built:
     train_set: Any
     family: str
     batching: str
+    val_records: list[dict[str, Any]] = field(default_factory=list)  # what generation metrics answer
 
 
 def load_student(recipe: Recipe):
@@ -281,7 +283,8 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
         **trainer_kwargs,
     )
     packing.score_labelled_positions_only(trainer.model)  # after the trainer: it wraps trl's fused LM head
-    return Built(trainer, tokenizer, train_set, loaded.family.name, mode)
+    return Built(trainer, tokenizer, train_set, loaded.family.name, mode,
+                 val_records if val_set is not None else [])
 
 
 def is_main_process() -> bool:
@@ -328,10 +331,11 @@ def run(recipe: Recipe) -> Path:
     return train_and_save(recipe, built, main_process)
 
 
-def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extra: dict | None = None) -> Path:
+def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extra=None) -> Path:
     """Run a built trainer (resuming as the recipe says), save the adapter or model, write train.json.
 
-    ``extra`` is merged into train.json (an objective's own figures)."""
+    ``extra`` is merged into train.json (an objective's own figures): a dict, or a function of the
+    trained trainer returning one (for figures that only exist after training)."""
     from seektune.train.checkpoint import NonFiniteLoss, newest_complete
 
     run_dir = recipe.run_dir
@@ -378,7 +382,7 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extr
         "last_loss": losses[-1] if losses else None,
         "eval_loss": eval_losses[-1] if eval_losses else None,
         "log_history": history,
-        **(extra or {}),
+        **((extra(trainer) if callable(extra) else extra) or {}),
     }
     (run_dir / "train.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return run_dir
