@@ -97,14 +97,13 @@ def _search(recipe_path, overrides: list[str], recipe: Recipe, space: dict[str, 
             out: Path) -> dict[str, Any]:
     import optuna
 
-    from seektune.data import prepare
     from seektune.data.io import read_jsonl
+    from seektune.train import sft
 
     spec = recipe.tune
     study = open_study(out, recipe, space, total)
     base = load_recipe(recipe_path, overrides + [override("output_dir", str(out))])
-    if not (out / "data" / "train.jsonl").is_file():
-        prepare.run(base)
+    sft.ensure_prepared(base)
     if not read_jsonl(out / "data" / "val.jsonl"):
         raise RecipeError(f"tune compares trials on the val split, and {out / 'data' / 'val.jsonl'} is empty: "
                           "set data.split.val (e.g. 0.1) to a share that leaves val rows")

@@ -123,33 +123,14 @@ def _from_alpaca(row: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _from_sharegpt(row: dict[str, Any]) -> list[dict[str, str]]:
-    turns = row["conversations"]
-    if not isinstance(turns, list):
-        raise FormatError("wrong_type", "'conversations' must be a list")
     messages = []
     if isinstance(row.get("system"), str) and row["system"].strip():
         messages.append(_message("system", row["system"]))
-    for index, turn in enumerate(turns):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise FormatError("missing_field", f"conversations[{index}] needs 'from' and 'value'")
-        role = _SHAREGPT_ROLES.get(str(turn["from"]).lower())
-        if role is None:
-            raise FormatError("unknown_role", f"conversations[{index}]: unknown speaker {turn['from']!r}")
-        messages.append(_message(role, turn["value"], turn.get("reasoning"), f"conversations[{index}]: "))
-    return messages
+    return messages + _turns(row["conversations"], "conversations")
 
 
 def _from_messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    turns = row["messages"]
-    if not isinstance(turns, list):
-        raise FormatError("wrong_type", "'messages' must be a list")
-    messages = []
-    for index, turn in enumerate(turns):
-        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise FormatError("missing_field", f"messages[{index}] needs 'role' and 'content'")
-        reasoning = turn.get("reasoning", turn.get("reasoning_content"))
-        messages.append(_message(turn["role"], turn["content"], reasoning, f"messages[{index}]: "))
-    return messages
+    return _turns(row["messages"], "messages")
 
 
 def _from_columns(row: dict[str, Any], columns: dict[str, str]) -> list[dict[str, str]]:
