@@ -633,10 +633,12 @@ def _distilled_already(recipe: Recipe) -> dict[str, Any]:
 # ---------------------------------------------------------------- the stage
 
 
-def prepare_teacher(recipe: Recipe) -> tuple[str, dict[str, Any], Any]:
-    """Everything the teacher does, before the student loads: ``(mode, figures, targets or None)``.
+def prepare_teacher(recipe: Recipe, report_rejects: bool = False) -> tuple[str, dict[str, Any], Any, Any]:
+    """Everything the teacher does, before the student loads: ``(mode, figures, targets, rendered)``.
 
-    Sequence mode rewrites ``data/train.jsonl``; logits mode fills the teacher cache.
+    Sequence mode rewrites ``data/train.jsonl`` (targets and rendered are None); logits mode
+    renders the splits (``sft.render_splits``, rejects reported when ``report_rejects``) and
+    fills the teacher cache, and the trainer reuses those rendered splits.
     """
     spec = recipe.distill
     teacher = Teacher.from_spec(spec)
@@ -648,22 +650,19 @@ def prepare_teacher(recipe: Recipe) -> tuple[str, dict[str, Any], Any]:
         figures["fallback_reason"] = fallback
     if mode == "sequence":
         figures.update(distill_answers(recipe, teacher) if sft.is_main_process() else _distilled_already(recipe))
-        return mode, figures, None
-    # the rows the trainer will see (render_splits renders them again, reporting the rejects)
+        return mode, figures, None, None
     data = recipe.run_dir / "data"
     if (data / "train.source.jsonl").is_file() and sft.is_main_process():
         source_rows(recipe.run_dir, restore=True)  # an earlier sequence-mode run rewrote train.jsonl
-    train_set, _ = sft.render_split(tokenizer, read_jsonl(data / "train.jsonl"), recipe.data.max_length, "train")
-    val_set, _ = sft.render_split(tokenizer, read_jsonl(data / "val.jsonl"), recipe.data.max_length, "val")
-    if train_set is None:
-        raise DistillError("no training rows left after rendering; see data/rejects.jsonl")
+    rendered = sft.render_splits(recipe, tokenizer, report_rejects)
+    train_set, val_set, _ = rendered
     rows = list(train_set) + (list(val_set) if val_set is not None else [])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     targets, reused = teacher_targets(recipe, teacher, rows, pad)
     figures.update({"temperature": spec.temperature, "alpha": spec.alpha, "top_k": int(targets.ids.shape[1]),
                     "teacher_cache": "reused" if reused else "computed",
                     "teacher_positions": int(targets.ids.shape[0]), "val_rows": len(val_set) if val_set else 0})
-    return mode, figures, targets
+    return mode, figures, targets, rendered
 
 
 def run(recipe: Recipe) -> Path:
@@ -672,7 +671,7 @@ def run(recipe: Recipe) -> Path:
         seektune train examples/customer-service/distill.yaml
     """
     main_process = sft.ensure_prepared(recipe)
-    mode, figures, targets = prepare_teacher(recipe)
+    mode, figures, targets, rendered = prepare_teacher(recipe, report_rejects=main_process)
     if mode == "sequence":
         if figures["empty_answers"]:
             print(f"seektune: {figures['empty_answers']} empty teacher answers left out "
@@ -681,7 +680,8 @@ def run(recipe: Recipe) -> Path:
         return sft.train_and_save(recipe, built, main_process, extra={"distill": figures})
 
     spec = recipe.distill
-    built = sft.build_trainer(recipe, main_process, trainer_class=DistillTrainer, teacher_targets=targets,
+    built = sft.build_trainer(recipe, main_process, rendered=rendered, trainer_class=DistillTrainer,
+                              teacher_targets=targets,
                               temperature=spec.temperature, alpha=spec.alpha)
     figures["val_kl_before"] = kl_to_teacher(built.trainer, built.trainer.eval_dataset)
     built.trainer.add_callback(KLAfterTraining(built.trainer, figures))

@@ -253,18 +253,20 @@ def stopping_callbacks(recipe: Recipe, tokenizer, val_records: list[dict[str, An
     return callbacks
 
 
-def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, **trainer_kwargs) -> Built:
+def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, rendered=None,
+                  **trainer_kwargs) -> Built:
     """Model, rendered splits and trainer for a recipe whose data is prepared.
 
     ``trainer_class`` (a GuardedTrainer subclass, e.g. distillation's) and ``trainer_kwargs`` let
-    other objectives reuse the SFT pipeline with a different loss.
+    other objectives reuse the SFT pipeline with a different loss; ``rendered`` is what
+    :func:`render_splits` returned, when the caller rendered the splits already.
     """
     from seektune.train.checkpoint import GuardedTrainer
 
     run_dir = recipe.run_dir
     loaded, adapter_config = load_student(recipe)
     tokenizer = loaded.tokenizer
-    train_set, val_set, val_records = render_splits(recipe, tokenizer, main_process)
+    train_set, val_set, val_records = rendered or render_splits(recipe, tokenizer, main_process)
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     callbacks = stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])

@@ -126,7 +126,7 @@ def test_the_loss_is_the_full_kl_and_ce_in_padded_and_padding_free_batches(tmp_p
                                   "top_k": 1000})
     recipe = load_recipe(recipe_file)
     sft.ensure_prepared(recipe)
-    mode, figures, targets = distill.prepare_teacher(recipe)
+    mode, figures, targets, _ = distill.prepare_teacher(recipe)
     assert mode == "logits" and figures["top_k"] == 399
     teacher = load_model(str(tiny_qwen2)).model
     grads = {}
