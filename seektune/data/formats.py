@@ -19,18 +19,18 @@ Formats understood (detected per row when ``format: auto``):
 
 R1 reasoning: an assistant turn may carry ``reasoning`` / ``reasoning_content``, or hold
 ``<think>...</think>`` before its answer; either way it ends up in the message's
-``reasoning`` field and the chat template decides how to show it.
+``reasoning`` field (:func:`seektune.text.split_think`) and the chat template decides how to show it.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from seektune.text import split_think
 
 ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "model": "assistant", "chatgpt": "assistant", "bing": "assistant"}
-_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 
 
 class FormatError(ValueError):
@@ -81,14 +81,6 @@ def _text(row: dict[str, Any], field: str, *, required: bool) -> str | None:
     if not isinstance(value, str):
         raise FormatError("wrong_type", f"field '{field}' must be a string, got {type(value).__name__}")
     return value
-
-
-def split_think(content: str) -> tuple[str | None, str]:
-    """``"<think>r</think>answer"`` -> ``("r", "answer")``; content without a think block is unchanged."""
-    match = _THINK.match(content)
-    if not match:
-        return None, content
-    return match.group(1).strip(), content[match.end():]
 
 
 def _message(role: str, content: Any, reasoning: Any = None, where: str = "") -> dict[str, str]:
@@ -291,9 +283,8 @@ def validate_messages(messages: list[dict[str, str]]) -> None:
     for index, message in enumerate(body):
         expected = "user" if index % 2 == 0 else "assistant"
         if message["role"] != expected:
-            raise FormatError(
-                "bad_role_order", f"turn {index + 1} is {message['role']!r}, expected {expected!r} (user/assistant alternate)"
-            )
+            raise FormatError("bad_role_order", f"turn {index + 1} is {message['role']!r}, expected {expected!r} "
+                              "(user/assistant alternate)")
     if body[-1]["role"] != "assistant":
         raise FormatError("odd_turn_count", "conversation ends with a user turn; the last turn must be the assistant's")
     for message in body:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from seektune.evaluate.metrics import strip_reasoning
+from seektune.text import strip_reasoning
 
 OUTCOMES: tuple[str, ...] = ("win", "tie", "loss")
 _OUTCOME_VALUE = {"win": 1.0, "tie": 0.5, "loss": 0.0}

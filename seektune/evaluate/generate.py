@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from seektune.data.formats import split_think
+from seektune.text import split_think
 from seektune.data.render import prompt_text
 
 

@@ -5,9 +5,9 @@ from scikit-learn; the rest (distinct-n, exact match, term coverage, numeric err
 answer length) are a few lines each and are written here.
 
 Chinese is scored at the character level for ROUGE and distinct-n and with sacrebleu's
-``zh`` tokeniser for BLEU; a text counts as Chinese when a good share of its letters are CJK.
-Answers from reasoning models should go through :func:`strip_reasoning` first, so the
-``<think>`` block is never scored as the answer.
+``zh`` tokeniser for BLEU; a text counts as Chinese when a good share of its letters are CJK
+(:func:`seektune.text.language_of`). Answers from reasoning models should go through
+:func:`seektune.text.strip_reasoning` first, so the ``<think>`` block is never scored as the answer.
 """
 
 from __future__ import annotations
@@ -18,70 +18,14 @@ import unicodedata
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"\w", re.UNICODE)
-_WORD_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
-
-
-def language_of(text: str) -> str:
-    """'zh' when at least 30% of the word characters are CJK ideographs, else 'en'."""
-    letters = _WORD.findall(text)
-    if not letters:
-        return "en"
-    cjk = sum(1 for ch in letters if _CJK.match(ch))
-    return "zh" if cjk / len(letters) >= 0.3 else "en"
+from seektune.text import cjk_tokens, normalise_for_match, tokens_of
 
 
 class _CharTokenizer:
-    """rouge-score tokenizer for CJK: each ideograph is a token, other runs of word characters stay whole."""
-
-    _TOKEN = re.compile(
-        r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", re.UNICODE
-    )
+    """rouge-score's tokenizer interface over :func:`seektune.text.cjk_tokens`: each ideograph is a token."""
 
     def tokenize(self, text: str) -> list[str]:
-        return self._TOKEN.findall(text.lower())
-
-
-def tokens_of(text: str) -> list[str]:
-    """Lower-cased tokens: words for English, single ideographs for Chinese (by :func:`language_of`).
-
-    Punctuation is dropped, so "days." and "days" are one token.
-    """
-    if language_of(text) == "zh":
-        return _CharTokenizer().tokenize(text)
-    return _WORD_TOKEN.findall(text.lower())
-
-
-# ---------------------------------------------------------------- reasoning
-
-
-_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-
-
-def strip_reasoning(text: str) -> tuple[str, int]:
-    """R1-style output -> ``(answer, reasoning_chars)``; the reasoning is never scored as the answer.
-
-    Every closed ``<think>...</think>`` block is removed. A ``</think>`` with no opening tag
-    (R1 chat templates put ``<think>`` in the prompt) makes everything before it reasoning;
-    an unclosed ``<think>`` (generation cut off mid-thought) makes everything after it
-    reasoning, so the answer is empty. ``reasoning_chars`` counts the reasoning text with
-    surrounding whitespace stripped; the answer is stripped too.
-    """
-    reasoning: list[str] = []
-    if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
-        head, text = text.split("</think>", 1)
-        reasoning.append(head)
-
-    def _take(match: re.Match[str]) -> str:
-        reasoning.append(match.group(1))
-        return ""
-
-    text = _THINK_BLOCK.sub(_take, text)
-    if "<think>" in text:
-        text, tail = text.split("<think>", 1)
-        reasoning.append(tail)
-    return text.strip(), sum(len(part.strip()) for part in reasoning)
+        return cjk_tokens(text)
 
 
 # ---------------------------------------------------------------- overlap with the reference
@@ -134,12 +78,6 @@ def chrf(predictions: Sequence[str], references: Sequence[str], lang: str = "en"
     if not predictions:
         return 0.0
     return sacrebleu.corpus_chrf(list(predictions), [list(references)]).score
-
-
-def normalise_for_match(text: str) -> str:
-    """NFKC (full-width digits and letters to ASCII), lower case, whitespace runs collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:

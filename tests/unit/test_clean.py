@@ -5,26 +5,26 @@ import pytest
 from seektune.data.clean import (
     CLEANERS,
     DEFAULT_CLEAN_STEPS,
+    collapse_whitespace,
+    fix_punctuation,
+    make_cleaner,
+    nfkc,
+    regex_replace,
+    strip_control,
+    strip_html,
+    unescape_html,
+)
+from seektune.data.filters import (
     FILTER_REASONS,
     FILTERS,
     FilterConfig,
     FilterFailure,
-    collapse_whitespace,
     count_tokens,
     filter_reason,
-    fix_punctuation,
-    id_card_valid,
-    luhn_valid,
-    make_cleaner,
-    mask_pii,
-    nfkc,
-    regex_replace,
     repetition_ratio,
-    strip_control,
-    strip_html,
     symbol_ratio,
-    unescape_html,
 )
+from seektune.data.pii import id_card_valid, luhn_valid, mask_pii
 
 VALID_ID = "11010519491231002X"  # the standard example: born 1949-12-31, check character X
 WRONG_CHECKSUM_ID = "110105194912310021"

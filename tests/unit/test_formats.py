@@ -1,6 +1,6 @@
 import pytest
 
-from seektune.data.formats import FormatError, detect_format, split_think, to_record
+from seektune.data.formats import FormatError, detect_format, to_record
 
 
 def roles(record):
@@ -17,7 +17,8 @@ def test_alpaca_joins_instruction_and_input():
 def test_sharegpt_maps_speakers():
     row = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"},
                              {"from": "human", "value": "bye"}, {"from": "gpt", "value": "ciao"}]}
-    assert roles(to_record(row, "s.json:#0")) == [("user", "hi"), ("assistant", "hello"), ("user", "bye"), ("assistant", "ciao")]
+    assert roles(to_record(row, "s.json:#0")) == [("user", "hi"), ("assistant", "hello"), ("user", "bye"),
+                                                   ("assistant", "ciao")]
 
 
 def test_openai_messages_keep_meta_fields():
@@ -47,10 +48,6 @@ def test_r1_reasoning_field_in_alpaca_and_messages():
     msgs = to_record({"messages": [{"role": "user", "content": "q"},
                                    {"role": "assistant", "content": "a", "reasoning_content": "r"}]}, "x:2")
     assert msgs["messages"][-1]["reasoning"] == "r"
-
-
-def test_split_think_leaves_plain_text():
-    assert split_think("no reasoning here") == (None, "no reasoning here")
 
 
 def test_system_prompt_added_only_when_missing():

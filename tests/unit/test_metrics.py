@@ -2,7 +2,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from seektune.evaluate.metrics import bleu, fact_accuracy, facts_found, language_of, rouge_l
+from seektune.evaluate.metrics import bleu, fact_accuracy, facts_found, rouge_l
 
 PREDS = ["Returns are accepted within 45 days of delivery.", "Shipping costs five dollars.", "I do not know."]
 REFS = ["You can return items within 45 days of delivery.", "Standard shipping costs $4.95.", "LarkCare adds 3 years."]
@@ -38,8 +38,3 @@ def test_fact_accuracy_requires_every_fact():
     assert fact_accuracy(["x"], [[]]) is None
     assert facts_found("４５天内", ["45天"]) == [True]  # full-width digits normalised
 
-
-def test_language_detection():
-    assert language_of("退货期限是45天。") == "zh"
-    assert language_of("Returns within 45 days.") == "en"
-    assert language_of("LarkCare在标准保修之外再延长3年") == "zh"

@@ -24,7 +24,6 @@ from seektune.evaluate.metrics import (
     rouge_l,
     rouge_n,
     score,
-    strip_reasoning,
     term_coverage,
 )
 
@@ -134,14 +133,6 @@ def test_answer_length_in_chars_and_words():
     got = answer_length([" Hello world. ", "退货期限"])
     assert got == {"chars": pytest.approx((12 + 4) / 2), "words": pytest.approx((2 + 4) / 2)}
     assert answer_length([]) == {"chars": 0.0, "words": 0.0}
-
-
-def test_strip_reasoning():
-    assert strip_reasoning("<think>abc</think>\n\nThe answer.") == ("The answer.", 3)
-    assert strip_reasoning("abcd</think>Answer") == ("Answer", 4)  # <think> was in the prompt
-    assert strip_reasoning("<think>cut off mid-thought") == ("", len("cut off mid-thought"))
-    assert strip_reasoning("plain answer") == ("plain answer", 0)
-    assert strip_reasoning("<think> x </think>A<think>yy</think>B") == ("AB", 3)
 
 
 # ---------------------------------------------------------------- classification

@@ -1,0 +1,127 @@
+"""Plain-text helpers that both the data and the evaluation layers need, so neither imports the other.
+
+    from seektune.text import language_of, split_think, strip_reasoning
+    language_of("退货期限是45天。")                  # 'zh'
+    split_think("<think>r</think>answer")           # ('r', 'answer')
+
+- language: :func:`language_of` ('zh' or 'en'), :func:`is_cjk`, :func:`without_code` (Markdown code
+  removed before judging a language, since code looks English in any language);
+- tokens: :func:`tokens_of` (words for English, single ideographs for Chinese) and :func:`cjk_tokens`;
+- R1 reasoning: :func:`split_think` (a record's leading ``<think>`` block) and :func:`strip_reasoning`
+  (every block of a generated answer, which is then scored without it);
+- matching: :func:`normalise_for_match` (NFKC, lower case, single spaces).
+
+This module sits at the bottom of the package: it imports nothing from seektune.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# CJK unified ideographs: extension A, the basic block and the compatibility block.
+CJK_IDEOGRAPHS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK = re.compile(f"[{CJK_IDEOGRAPHS}]")
+_WORD_CHAR = re.compile(r"\w")
+_WORD_TOKEN = re.compile(r"[^\W_]+")
+_CJK_TOKEN = re.compile(f"[{CJK_IDEOGRAPHS}]|[^\\W_{CJK_IDEOGRAPHS}]+")
+
+# Markdown code: a fenced block (``` or ~~~, to its closing fence or the end of the text) or an inline span.
+MARKDOWN_CODE = re.compile(
+    r"^[ \t]{0,3}(?P<fence>`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}(?P=fence)[ \t]*$|\Z)"
+    r"|(?P<ticks>`+)(?!`)[^\n]*?(?<!`)(?P=ticks)(?!`)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+# ---------------------------------------------------------------- language
+
+
+def is_cjk(char: str) -> bool:
+    """Whether ``char`` (one character; '' gives False) is a CJK ideograph."""
+    return bool(char) and _CJK.match(char) is not None
+
+
+def language_of(text: str) -> str:
+    """'zh' when at least 30% of the word characters are CJK ideographs, else 'en' (also for no words)."""
+    letters = _WORD_CHAR.findall(text)
+    if not letters:
+        return "en"
+    cjk = sum(1 for char in letters if _CJK.match(char))
+    return "zh" if cjk / len(letters) >= 0.3 else "en"
+
+
+def without_code(text: str) -> str:
+    """The text with Markdown code blocks and spans replaced by a space: the prose whose language counts."""
+    return MARKDOWN_CODE.sub(" ", text)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def cjk_tokens(text: str) -> list[str]:
+    """Lower-cased tokens for Chinese: each ideograph is a token, other runs of letters and digits stay whole."""
+    return _CJK_TOKEN.findall(text.lower())
+
+
+def tokens_of(text: str) -> list[str]:
+    """Lower-cased tokens: words for English, single ideographs for Chinese (by :func:`language_of`).
+
+    Punctuation is dropped, so "days." and "days" are one token.
+    """
+    if language_of(text) == "zh":
+        return cjk_tokens(text)
+    return _WORD_TOKEN.findall(text.lower())
+
+
+# ---------------------------------------------------------------- R1 reasoning
+
+_LEADING_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
+_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def split_think(content: str) -> tuple[str | None, str]:
+    """``"<think>r</think>answer"`` -> ``("r", "answer")``; content without a leading, closed think block is
+    returned unchanged with ``None``. The reasoning is stripped; the answer keeps its trailing text as written.
+
+    For a whole generated answer, whose template may have opened ``<think>`` in the prompt, use
+    :func:`strip_reasoning`.
+    """
+    match = _LEADING_THINK.match(content)
+    if not match:
+        return None, content
+    return match.group(1).strip(), content[match.end():]
+
+
+def strip_reasoning(text: str) -> tuple[str, int]:
+    """R1-style output -> ``(answer, reasoning_chars)``; the reasoning is never scored as the answer.
+
+    Every closed ``<think>...</think>`` block is removed. A ``</think>`` with no opening tag
+    (R1 chat templates put ``<think>`` in the prompt) makes everything before it reasoning;
+    an unclosed ``<think>`` (generation cut off mid-thought) makes everything after it
+    reasoning, so the answer is empty. ``reasoning_chars`` counts the reasoning text with
+    surrounding whitespace stripped; the answer is stripped too.
+    """
+    reasoning: list[str] = []
+    if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
+        head, text = text.split("</think>", 1)
+        reasoning.append(head)
+
+    def _take(match: re.Match[str]) -> str:
+        reasoning.append(match.group(1))
+        return ""
+
+    text = _THINK_BLOCK.sub(_take, text)
+    if "<think>" in text:
+        text, tail = text.split("<think>", 1)
+        reasoning.append(tail)
+    return text.strip(), sum(len(part.strip()) for part in reasoning)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def normalise_for_match(text: str) -> str:
+    """NFKC (full-width digits and letters to ASCII), lower case, whitespace runs collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return re.sub(r"\s+", " ", text).strip()
