@@ -12,16 +12,14 @@ from pathlib import Path
 import torch
 
 from seektune.data.render import prompt_text
-from seektune.recipe import RESOLVED_NAME
+from seektune.runs import RunDir
 
 
 def load_for_chat(target: str):
     """A run directory -> base + adapter; anything else -> that model alone. Returns (model, tokenizer, system)."""
-    path = Path(target)
-    if (path / RESOLVED_NAME).is_file():
-        from seektune.evaluate.stage import load_tuned
-
-        recipe, loaded, model = load_tuned(path)
+    run = RunDir(target)
+    if run.is_run():
+        recipe, loaded, model = run.load_tuned()
         return model, loaded.tokenizer, recipe.data.system_prompt
     from seektune.models.load import load_model
 
@@ -52,9 +50,8 @@ BACKENDS = ("torch", "onnx", "int8")
 
 def _exported(target: str, kind: str) -> Path:
     """The export directory to chat with: ``<run>/export/<kind>`` of a run, or the directory itself."""
-    path = Path(target)
-    if (path / RESOLVED_NAME).is_file():
-        path = path / "export" / kind
+    run = RunDir(target)
+    path = run.export(kind) if run.is_run() else run.path
     marker = {"onnx": "onnx_config.json", "int8": "seektune_int8.json"}[kind]
     if not (path / marker).is_file():
         raise FileNotFoundError(f"{path} holds no {kind} export; run `seektune export {target} --to {kind}` first")
@@ -62,12 +59,8 @@ def _exported(target: str, kind: str) -> Path:
 
 
 def _system_prompt(target: str) -> str | None:
-    path = Path(target)
-    if (path / RESOLVED_NAME).is_file():
-        from seektune.recipe import load_run
-
-        return load_run(path).data.system_prompt
-    return None
+    run = RunDir(target)
+    return run.recipe().data.system_prompt if run.is_run() else None
 
 
 def responder(target: str, backend: str = "torch"):

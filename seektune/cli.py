@@ -82,17 +82,19 @@ def _guard(func, *args):
 
 def print_prepare_summary(run_dir: Path) -> None:
     from seektune.data.prepare import rejects_of
+    from seektune.runs import RunDir
 
-    summary = json.loads((run_dir / "data" / "summary.json").read_text(encoding="utf-8"))
+    run = RunDir(run_dir)
+    summary = json.loads(run.data_summary.read_text(encoding="utf-8"))
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
-    console.print(f"data: read {summary['read']} rows, kept {summary['kept']} ({splits}), rejected {summary['rejected']}",
-                  soft_wrap=True)
+    console.print(f"data: read {summary['read']} rows, kept {summary['kept']} ({splits}), "
+                  f"rejected {summary['rejected']}", soft_wrap=True)
     rejects = rejects_of(run_dir)
     for reject in rejects[:20]:
         console.print(f"  [yellow]rejected[/] {reject['origin']}: {reject['reason']} - {reject['detail']}",
                       highlight=False, soft_wrap=True)
     if len(rejects) > 20:
-        console.print(f"  ... and {len(rejects) - 20} more in {run_dir / 'data' / 'rejects.jsonl'}")
+        console.print(f"  ... and {len(rejects) - 20} more in {run.rejects}")
 
 
 def print_metrics(metrics: dict) -> None:
@@ -170,13 +172,13 @@ def train(
 ) -> None:
     """Fine-tune the recipe's model (prepares the data first if needed); writes <output_dir>/adapter/."""
     _quiet_libraries()
-    from seektune.train import sft
+    from seektune.train import run as train_router
 
     loaded = _load(recipe, overrides)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         run_distributed(loaded, recipe, overrides or [], nproc)
         return
-    run_dir = _guard(sft.run, loaded)
+    run_dir = _guard(train_router.run, loaded)
     if int(os.environ.get("RANK", "0")) == 0:
         console.print(f"trained model written to {run_dir}")
 
@@ -186,10 +188,11 @@ def run_distributed(loaded, recipe: Path, overrides: list[str], nproc: int) -> N
     import subprocess
 
     from seektune.data import prepare as prepare_stage
+    from seektune.runs import run_of
 
     if loaded.stages:
         _fail("--nproc trains one recipe; for a stages: recipe launch `accelerate launch -m seektune train ...`")
-    if not (loaded.run_dir / "data" / "train.jsonl").is_file():
+    if not run_of(loaded).is_prepared():
         _guard(prepare_stage.run, loaded)
     if loaded.objective == "distill":  # the workers read the teacher's cached targets; the teacher runs here, once
         from seektune.train import distill
@@ -245,6 +248,7 @@ def eval_(
     _quiet_libraries()
     from seektune.evaluate import stage
     from seektune.evaluate.compare import check_gates, parse_fail_under
+    from seektune.runs import RunDir
 
     try:
         gates = parse_fail_under(fail_under) if fail_under else {}
@@ -258,11 +262,11 @@ def eval_(
 
     metrics = _guard(evaluate)
     print_metrics(metrics)
-    run_dir = stage.results_dir(target, out)
+    results = RunDir(stage.results_dir(target, out))
     cache = metrics.get("cache", {}).get("reused", {})
     if any(cache.values()):
         console.print("reused cached answers: " + ", ".join(f"{k} {v}" for k, v in cache.items()))
-    console.print(f"answers side by side: {run_dir / 'eval' / 'samples.jsonl'}\nreport: {run_dir / 'report.html'}")
+    console.print(f"answers side by side: {results.samples}\nreport: {results.report_html}")
     failures = check_gates(metrics["tuned"], gates) if gates else []
     for failure in failures:
         err.print(f"[bold red]gate failed:[/] {failure}", highlight=False, soft_wrap=True)
@@ -277,7 +281,8 @@ def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     import time
 
     from seektune.evaluate import stage as eval_stage
-    from seektune.train import sft
+    from seektune.runs import RunDir
+    from seektune.train import run as train_router
 
     started = time.time()
     loaded = _load(recipe, overrides)
@@ -285,10 +290,10 @@ def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     run_dir = _guard(_prepare_stage(loaded), loaded)
     print_prepare_summary(run_dir)
     console.rule("[bold]2/3 train")
-    _guard(sft.run, loaded)
+    _guard(train_router.run, loaded)
     console.rule("[bold]3/3 evaluate")
     if loaded.task == "classification":
-        metrics = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))["tuned"]
+        metrics = json.loads(RunDir(run_dir).metrics.read_text(encoding="utf-8"))["tuned"]
         console.print({k: v for k, v in metrics.items() if k != "confusion_matrix"})
     else:
         metrics = _guard(eval_stage.run, run_dir)
@@ -418,10 +423,11 @@ def human_import(
     """Un-blind filled sheets: mean score per system and criterion, Krippendorff's alpha between raters."""
     from seektune.evaluate.human import format_results, import_sheets
     from seektune.evaluate.report import write_report
+    from seektune.runs import RunDir
 
     results = _guard(import_sheets, run, sheets)
     console.print(format_results(results), highlight=False)
-    if (run / "eval" / "metrics.json").is_file():
+    if RunDir(run).metrics.is_file():
         html_path, _ = write_report(run)
         console.print(f"report updated: {html_path}")
 
@@ -445,7 +451,8 @@ def serve(
     cache_size: Annotated[int, typer.Option(help="Exact-match response cache entries for temperature-0 requests "
                                             "(0 turns it off).")] = 0,
     feedback_db: Annotated[
-        Path | None, typer.Option(help="SQLite file for completions and user feedback (default: <run>/feedback.sqlite).")
+        Path | None,
+        typer.Option(help="SQLite file for completions and user feedback (default: <run>/feedback.sqlite)."),
     ] = None,
     engine: Annotated[str, typer.Option(help="hf (transformers, any machine) or vllm (CUDA with vllm installed).")]
     = "hf",
@@ -454,7 +461,8 @@ def serve(
         typer.Option(help="Directories --adapter runs may come from (repeatable; default: the working directory)."),
     ] = None,
 ) -> None:
-    """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback, /metrics) and a web playground at /."""
+    """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback, /metrics) and a web
+    playground at /."""
     _quiet_libraries()
     from seektune.serve.app import ServeSettings
     from seektune.serve.app import serve as serve_app

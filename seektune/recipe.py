@@ -438,9 +438,9 @@ class Recipe(_Section):
     def run_dir(self) -> Path:
         return Path(self.output_dir)
 
-    def stage_recipe(self, index: int) -> "Recipe":
+    def stage_recipe(self, index: int, output_dir: str | Path) -> "Recipe":
         """Stage ``index`` as a whole recipe: the top level with the stage's sections laid over it,
-        writing to ``<output_dir>/stages/<NN>-<name>``. (Model carry-over is the trainer's job.)"""
+        writing to ``output_dir`` (``RunDir.stage``). (Model carry-over is the trainer's job.)"""
         stage = self.stages[index]
         raw = self.model_dump(mode="json", exclude={"stages"})
         for key in ("data", "method", "train", "distill", "preference"):
@@ -449,7 +449,7 @@ class Recipe(_Section):
                 raw[key] = _deep_merge(raw.get(key) or {}, part)
         if stage.objective is not None:
             raw["objective"] = stage.objective
-        raw["output_dir"] = str(self.run_dir / "stages" / f"{index + 1:02d}-{stage.name}")
+        raw["output_dir"] = str(output_dir)
         return validate_recipe(raw, f"stages[{index}] ({stage.name})")
 
 
@@ -578,7 +578,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     if isinstance(recipe.eval.glossary, str):
         recipe.eval.glossary = _read_glossary(base_dir / recipe.eval.glossary, source)
     for index in range(len(recipe.stages or [])):
-        recipe.stage_recipe(index)  # a typo in any stage stops the run before the first one starts
+        recipe.stage_recipe(index, recipe.output_dir)  # a typo in any stage stops the run before the first one starts
     return recipe
 
 
@@ -592,24 +592,3 @@ def _read_glossary(path: Path, source: str) -> list[str]:
     if not terms:
         raise RecipeError(f"{source}: eval.glossary: {path} holds no terms")
     return terms
-
-
-def save_resolved(recipe: Recipe, run_dir: Path | None = None) -> Path:
-    run_dir = Path(run_dir or recipe.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / RESOLVED_NAME
-    target.write_text(
-        "# Resolved recipe written by seektune; `seektune eval/chat " + str(run_dir) + "` reads it.\n"
-        + yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
-    )
-    return target
-
-
-def load_run(run_dir: str | Path) -> Recipe:
-    """The resolved recipe of an existing run directory."""
-    run_dir = Path(run_dir)
-    resolved = run_dir / RESOLVED_NAME
-    if not resolved.is_file():
-        raise RecipeError(f"{run_dir} is not a seektune run directory (no {RESOLVED_NAME})")
-    return load_recipe(resolved)

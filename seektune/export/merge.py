@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from seektune.runs import RunDir
+
 SHARD_BYTES = 2 * 2**30
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -179,26 +181,25 @@ def stream_merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str | 
     return {"merged_tensors": changed, "bytes": total, "shards": len(shards)}
 
 
-def export_merged(run_dir: Path, out_dir: Path, dtype: str | None = None) -> dict[str, Any]:
+def export_merged(run_dir: str | Path | RunDir, out_dir: Path, dtype: str | None = None) -> dict[str, Any]:
     """A Hugging Face directory (config, safetensors, tokenizer, chat template) of the run's tuned model."""
     from transformers import AutoConfig
 
-    from seektune.recipe import load_run
-
-    recipe = load_run(run_dir)
-    adapter_dir, model_dir = run_dir / "adapter", run_dir / "model"
-    if (adapter_dir / "adapter_config.json").is_file():
+    run = RunDir(run_dir)
+    recipe = run.recipe()
+    adapter_dir, model_dir = run.adapter, run.model
+    if run.has_adapter():
         base_dir = base_dir_of(recipe.model.name)
         figures = stream_merge(base_dir, adapter_dir, out_dir, dtype)
         config = AutoConfig.from_pretrained(base_dir, trust_remote_code=recipe.model.trust_remote_code)
         tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
-    elif (model_dir / "config.json").is_file():  # full / freeze: the run already holds whole weights
+    elif run.has_model():  # full / freeze: the run already holds whole weights
         base_dir = model_dir
         figures = stream_merge_copy(model_dir, out_dir, dtype)
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=recipe.model.trust_remote_code)
         tokenizer_dir = model_dir
     else:
-        raise FileNotFoundError(f"{run_dir} has no trained adapter or model yet; run `seektune train` first")
+        raise FileNotFoundError(f"{run} has no trained adapter or model yet; run `seektune train` first")
     if getattr(config, "quantization_config", None) is not None:
         del config.quantization_config
     if dtype:

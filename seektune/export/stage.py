@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from seektune.runs import RunDir
+
 log = logging.getLogger("seektune.export")
 
 TARGETS = ("merged", "int8", "onnx", "gguf")
@@ -32,12 +34,12 @@ class ExportExists(FileExistsError):
     pass
 
 
-def _prompts(run_dir: Path, n: int) -> list[list[dict[str, str]]]:
+def _prompts(run: RunDir, n: int) -> list[list[dict[str, str]]]:
     """The first ``n`` test (else val, else train) questions as chat prompts, for parity checks."""
     from seektune.data.io import read_jsonl
 
     for split in ("test", "val", "train"):
-        path = run_dir / "data" / f"{split}.jsonl"
+        path = run.split(split)
         if path.is_file():
             rows = [r for r in read_jsonl(path) if "messages" in r][:n]
             if rows:
@@ -86,15 +88,15 @@ def _write_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def ensure_merged(run_dir: Path, *, dtype: str | None = None, force: bool = False, verify: bool = True,
-                  parity_prompts: int = 8) -> tuple[Path, dict[str, Any]]:
+def ensure_merged(run_dir: str | Path | RunDir, *, dtype: str | None = None, force: bool = False,
+                  verify: bool = True, parity_prompts: int = 8) -> tuple[Path, dict[str, Any]]:
     """``<run>/export/merged`` (written now, or reused when complete), and its export record."""
     from transformers import AutoModelForCausalLM
 
-    from seektune.evaluate.stage import load_tuned
     from seektune.export.merge import export_merged
 
-    out = run_dir / "export" / "merged"
+    run = RunDir(run_dir)
+    out = run.export("merged")
     record_file = out / EXPORT_RECORD
     if record_file.is_file() and not force:
         record = json.loads(record_file.read_text())
@@ -102,41 +104,41 @@ def ensure_merged(run_dir: Path, *, dtype: str | None = None, force: bool = Fals
             return out, record
     _prepare_dir(out, force=True if record_file.is_file() else force)
     started = time.perf_counter()
-    log.info("merging %s into its base model -> %s", run_dir, out)
-    figures = export_merged(run_dir, out, dtype)
-    record: dict[str, Any] = {"source_run": str(run_dir), "target": "merged", "dir": str(out), "dtype": dtype,
+    log.info("merging %s into its base model -> %s", run, out)
+    figures = export_merged(run, out, dtype)
+    record: dict[str, Any] = {"source_run": str(run), "target": "merged", "dir": str(out), "dtype": dtype,
                               **figures,
                               "seconds": round(time.perf_counter() - started, 1), "dir_bytes": _dir_bytes(out)}
     if verify:
         log.info("checking the merged model's logits against base + adapter")
-        _, loaded, tuned = load_tuned(run_dir)
+        _, loaded, tuned = run.load_tuned()
         merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-        batch = _batch(loaded.tokenizer, _prompts(run_dir, parity_prompts))
+        batch = _batch(loaded.tokenizer, _prompts(run, parity_prompts))
         diff = (_logits(merged, batch) - _logits(tuned.float(), batch)).abs().max().item()
         record["parity"] = {"against": "adapter model", "prompts": len(batch["input_ids"]),
                             "max_abs_logit_diff": diff}
     return out, _write_record(out, record)
 
 
-def export_int8(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> dict[str, Any]:
+def export_int8(run: RunDir, merged_dir: Path, force: bool, verify: bool) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from seektune.data.io import read_jsonl
     from seektune.evaluate.stage import reference_perplexity
     from seektune.export import quantize
 
-    out = run_dir / "export" / "int8"
+    out = run.export("int8")
     _prepare_dir(out, force)
     if torch.cuda.is_available():
         figures = quantize.bnb_quantize(merged_dir, out, 8)
-        return _write_record(out, {"source_run": str(run_dir), "target": "int8", "dir": str(out),
+        return _write_record(out, {"source_run": str(run), "target": "int8", "dir": str(out),
                                    "scheme": "bitsandbytes 8-bit",
                                    **figures})
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
     quantized = quantize.quantize_int8(copy.deepcopy(merged))  # the float model stays for the parity figures
     log.info("quantising linear layers to int8 -> %s", out)
     figures = quantize.save_int8(quantized, merged_dir, out)
-    record: dict[str, Any] = {"source_run": str(run_dir), "target": "int8", "dir": str(out),
+    record: dict[str, Any] = {"source_run": str(run), "target": "int8", "dir": str(out),
                               "scheme": "int8 weights (per output channel), float activations",
                               **figures, "merged_bytes": _weights_bytes(merged_dir)}
     record["size_ratio"] = record["bytes"] / record["merged_bytes"]
@@ -145,7 +147,7 @@ def export_int8(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> d
         reloaded = quantize.load_int8(out)
         tokenizer = AutoTokenizer.from_pretrained(merged_dir)
         rows = []
-        test = run_dir / "data" / "test.jsonl"
+        test = run.split("test")
         if test.is_file():
             rows = [r for r in read_jsonl(test) if "messages" in r]
         if rows:
@@ -153,7 +155,7 @@ def export_int8(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> d
             int8_ppl = reference_perplexity(reloaded, tokenizer, rows)
             record["parity"] = {"split": "test", "rows": len(rows), "merged_perplexity": base_ppl,
                                 "int8_perplexity": int8_ppl, "perplexity_change": int8_ppl / base_ppl - 1}
-        prompt = _prompts(run_dir, 1)[0]
+        prompt = _prompts(run, 1)[0]
         record["speed"] = {"merged_tokens_per_s": quantize.tokens_per_second(merged, tokenizer, prompt),
                            "int8_tokens_per_s": quantize.tokens_per_second(reloaded, tokenizer, prompt),
                            "threads": torch.get_num_threads()}
@@ -167,29 +169,27 @@ def _weights_bytes(model_dir: Path) -> int:
 def run(run_dir: str | Path, to: str, *, quant: str | None = None, dtype: str | None = None,
         force: bool = False, verify: bool = True) -> dict[str, Any]:
     """Export ``run_dir`` to ``to``; returns (and writes) the target's export.json."""
-    from seektune.recipe import RESOLVED_NAME
-
-    run_dir = Path(run_dir)
+    source = RunDir(run_dir)
     if to not in TARGETS:
         raise ValueError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
-    if not (run_dir / RESOLVED_NAME).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a seektune run directory (no {RESOLVED_NAME})")
+    if not source.is_run():
+        raise FileNotFoundError(f"{source} is not a seektune run directory (no {source.resolved_recipe.name})")
     if quant and to != "gguf":
         raise ValueError(f"--quant applies to --to gguf only (got --to {to})")
     if to == "merged":
-        target = run_dir / "export" / "merged"
+        target = source.export("merged")
         if (target / EXPORT_RECORD).is_file() and not force:
             raise ExportExists(f"{target} already exists; pass --force to overwrite it")
-        return ensure_merged(run_dir, dtype=dtype, force=force, verify=verify)[1]
-    merged_dir, _ = ensure_merged(run_dir, verify=verify)
+        return ensure_merged(source, dtype=dtype, force=force, verify=verify)[1]
+    merged_dir, _ = ensure_merged(source, verify=verify)
     if to == "int8":
-        return export_int8(run_dir, merged_dir, force, verify)
+        return export_int8(source, merged_dir, force, verify)
     if to == "onnx":
-        return export_onnx(run_dir, merged_dir, force, verify)
-    return export_gguf(run_dir, merged_dir, quant or "f16", force, verify)
+        return export_onnx(source, merged_dir, force, verify)
+    return export_gguf(source, merged_dir, quant or "f16", force, verify)
 
 
-def export_onnx(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> dict[str, Any]:
+def export_onnx(run: RunDir, merged_dir: Path, force: bool, verify: bool) -> dict[str, Any]:
     """model.onnx with past key values, run by onnxruntime; parity on logits and greedy answers."""
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -197,16 +197,16 @@ def export_onnx(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> d
     from seektune.export.onnx import OnnxCausalLM
     from seektune.export.onnx import export_onnx as write_onnx
 
-    out = run_dir / "export" / "onnx"
+    out = run.export("onnx")
     _prepare_dir(out, force)
     started = time.perf_counter()
     log.info("tracing the merged model to ONNX -> %s", out)
     figures = write_onnx(merged_dir, out)
-    record: dict[str, Any] = {"source_run": str(run_dir), "target": "onnx", "dir": str(out), **figures,
+    record: dict[str, Any] = {"source_run": str(run), "target": "onnx", "dir": str(out), **figures,
                               "seconds": round(time.perf_counter() - started, 1), "dir_bytes": _dir_bytes(out)}
     if verify:
         log.info("checking onnxruntime against PyTorch: logits and greedy answers")
-        prompts = _prompts(run_dir, 20)
+        prompts = _prompts(run, 20)
         tokenizer = AutoTokenizer.from_pretrained(merged_dir)
         merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
         session = OnnxCausalLM(out)
@@ -224,30 +224,29 @@ def export_onnx(run_dir: Path, merged_dir: Path, force: bool, verify: bool) -> d
     return _write_record(out, record)
 
 
-def export_gguf(run_dir: Path, merged_dir: Path, quant: str, force: bool, verify: bool) -> dict[str, Any]:
+def export_gguf(run: RunDir, merged_dir: Path, quant: str, force: bool, verify: bool) -> dict[str, Any]:
     """A GGUF file with the tokenizer and chat template in its metadata, plus an Ollama Modelfile."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from seektune.export.gguf import write_gguf, write_modelfile
-    from seektune.recipe import load_run
 
-    out = run_dir / "export" / "gguf"
-    gguf_file = out / f"{run_dir.name}-{quant}.gguf"
+    out = run.export("gguf")
+    gguf_file = out / f"{run.path.name}-{quant}.gguf"
     if gguf_file.exists() and not force:
         raise ExportExists(f"{gguf_file} already exists; pass --force to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     started = time.perf_counter()
     log.info("writing %s", gguf_file)
-    figures = write_gguf(merged_dir, gguf_file, quant, chat_template=tokenizer.chat_template, name=run_dir.name)
-    system = load_run(run_dir).data.system_prompt
+    figures = write_gguf(merged_dir, gguf_file, quant, chat_template=tokenizer.chat_template, name=run.path.name)
+    system = run.recipe().data.system_prompt
     modelfile = write_modelfile(gguf_file, out / "Modelfile", chat_template=tokenizer.chat_template, system=system)
-    record: dict[str, Any] = {"source_run": str(run_dir), "target": "gguf", **figures, "file": str(gguf_file),
+    record: dict[str, Any] = {"source_run": str(run), "target": "gguf", **figures, "file": str(gguf_file),
                               "modelfile": str(modelfile), "seconds": round(time.perf_counter() - started, 1),
                               "merged_bytes": _weights_bytes(merged_dir)}
     if verify:
         log.info("reloading the GGUF through transformers to check logits, answers and tokenizer")
-        prompts = _prompts(run_dir, 20)
+        prompts = _prompts(run, 20)
         merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
         loaded = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_file.name, dtype=torch.float32)
         loaded_tokenizer = AutoTokenizer.from_pretrained(out, gguf_file=gguf_file.name)

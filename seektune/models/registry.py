@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 _LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _LLAMA_ALL = _LLAMA_ATTENTION + ("gate_proj", "up_proj", "down_proj")
-# DeepSeek-V2/V3 Multi-head Latent Attention (q_proj on V2-Lite, q_a/q_b with q-LoRA) and
-# the dense / shared-expert MLP. Routed experts are left alone by default: adapting every
-# expert multiplies the adapter size by the expert count for little gain.
+# DeepSeek-V2/V3 Multi-head Latent Attention projections (q_proj on V2-Lite, q_a/q_b with q-LoRA)
+# and o_proj; no MLP. Routed experts are left alone by default: adapting every expert
+# multiplies the adapter size by the expert count for little gain.
 _DEEPSEEK_MLA = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj")
 
 
