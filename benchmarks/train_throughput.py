@@ -18,7 +18,7 @@ in its prompt-completion form, whose default loss is on the completion only; tha
 trains the newline after ``<|im_end|>``, one token per row more than seektune. trl's own
 non-batching defaults that would make the two runs different computations are aligned
 with seektune's: fp32 rather than bf16 autocast, no gradient checkpointing.
-(b) ``seektune.train.sft.build_trainer`` — what ``seektune train`` runs — with its defaults
+(b) ``seektune.train.pipeline.build_trainer`` — what ``seektune train`` runs — with its defaults
 (padding-free batches, per-row attention, the label-only LM head) except the row order:
 ``train.sampling=random`` with the same seed draws trl's order, so both sides see the same
 rows in the same steps and their eval losses can be compared. seektune's default
@@ -206,7 +206,7 @@ def worker(side: str, recipe_path: Path, data_dir: Path, out_dir: Path, steps: i
     from seektune.data.io import read_jsonl
     from seektune.models.load import load_model
     from seektune.recipe import load_recipe
-    from seektune.train import packing, sft
+    from seektune.train import packing, pipeline
 
     torch.manual_seed(0)
     overrides = _recipe_overrides(steps, batch_size) + [f"output_dir={out_dir}"]
@@ -223,10 +223,10 @@ def worker(side: str, recipe_path: Path, data_dir: Path, out_dir: Path, steps: i
         batching = "padded (trl default)"
     else:
         if side == "no_label_only_head":
-            packing.score_labelled_positions_only = lambda model: False
+            packing.LabelOnlyHead.label_only = lambda self, model, inputs: False  # trl's fused head decides
         if side == "no_per_row_attention":
             packing.use_packed_attention = lambda model: model.config._attn_implementation
-        built = sft.build_trainer(recipe)
+        built = pipeline.build_trainer(recipe)
         trainer, batching = built.trainer, built.batching
     log = BatchLog(trainer.data_collator)
     trainer.data_collator = log
@@ -242,7 +242,7 @@ def worker(side: str, recipe_path: Path, data_dir: Path, out_dir: Path, steps: i
     own_eval = common_eval = None
     if side in EVALUATED:
         own_eval = trainer.evaluate()["eval_loss"]
-        val_rows, _ = sft.render_split(trainer.processing_class, records["val"], recipe.data.max_length, "val")
+        val_rows, _ = pipeline.render_split(trainer.processing_class, records["val"], recipe.data.max_length, "val")
         common_eval = _common_eval_loss(trainer.model, val_rows)
     return {
         "side": side,

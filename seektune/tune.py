@@ -47,11 +47,11 @@ import yaml
 from transformers import TrainerCallback
 
 from seektune.recipe import EarlyStoppingSpec, Recipe, RecipeError, load_recipe
+from seektune.runs import RunDir, run_of
 
 log = logging.getLogger(__name__)
 
 STUDY_NAME = "seektune-tune"
-WEIGHTS = ("adapter", "model", "checkpoints", "last-good")  # what a non-best trial gives back
 SPLITS = ("train.jsonl", "val.jsonl", "test.jsonl")  # read-only in a trial: hard-linked, not copied
 NOT_TUNABLE = {  # first key part -> why a trial cannot vary it
     "data": "the data is prepared once for every trial",
@@ -61,6 +61,11 @@ NOT_TUNABLE = {  # first key part -> why a trial cannot vary it
     "stages": "tune trains one-stage recipes",
     "update": "used by `seektune update` only",
 }
+
+
+def trial_dir_of(out: Path, number: int) -> Path:
+    """``<out>/trial-NNN``: each trial is a complete run directory of its own."""
+    return Path(out) / f"trial-{number:03d}"
 
 
 def run(recipe_path: str | Path, overrides: list[str] | None = None, trials: int | None = None,
@@ -81,7 +86,7 @@ def run(recipe_path: str | Path, overrides: list[str] | None = None, trials: int
     if trials is not None and trials < 1:
         raise RecipeError(f"--trials must be at least 1, got {trials}")
     total = trials or spec.trials
-    out = Path(out) if out is not None else recipe.run_dir / "tune"
+    out = Path(out) if out is not None else run_of(recipe).tune
     check_tunable(recipe)
     space = check_space(recipe_path, overrides, spec.space)
 
@@ -98,22 +103,23 @@ def _search(recipe_path, overrides: list[str], recipe: Recipe, space: dict[str, 
     import optuna
 
     from seektune.data.io import read_jsonl
-    from seektune.train import sft
+    from seektune.train import pipeline
 
     spec = recipe.tune
     study = open_study(out, recipe, space, total)
     base = load_recipe(recipe_path, overrides + [override("output_dir", str(out))])
-    sft.ensure_prepared(base)
-    if not read_jsonl(out / "data" / "val.jsonl"):
-        raise RecipeError(f"tune compares trials on the val split, and {out / 'data' / 'val.jsonl'} is empty: "
+    pipeline.ensure_prepared(base)
+    val = RunDir(out).split("val")
+    if not read_jsonl(val):
+        raise RecipeError(f"tune compares trials on the val split, and {val} is empty: "
                           "set data.split.val (e.g. 0.1) to a share that leaves val rows")
 
     def objective(trial) -> float:
         params = {key: suggest(trial, key, dist) for key, dist in space.items()}
-        trial_dir = out / f"trial-{trial.number:03d}"
+        trial_dir = trial_dir_of(out, trial.number)
         if trial_dir.exists():
             shutil.rmtree(trial_dir)
-        link_data(out / "data", trial_dir / "data")
+        link_data(RunDir(out).data, RunDir(trial_dir).data)
         trial.set_user_attr("dir", str(trial_dir))
         started = time.monotonic()
         try:
@@ -156,10 +162,9 @@ def _search(recipe_path, overrides: list[str], recipe: Recipe, space: dict[str, 
 
 
 def check_tunable(recipe: Recipe) -> None:
-    if recipe.task != "sft" or recipe.objective != "sft" or recipe.stages:
-        raise RecipeError("tune trains sft recipes (task: sft, objective: sft, no stages:); "
-                          f"this one has task {recipe.task}, objective {recipe.objective}"
-                          + (", stages" if recipe.stages else ""))
+    if recipe.task != "sft" or recipe.stages:
+        raise RecipeError("tune trains one-stage chat recipes (task: sft, no stages:; any objective); "
+                          f"this one has task {recipe.task}" + (", stages" if recipe.stages else ""))
     if recipe.data.split.val == 0:
         raise RecipeError("tune compares trials on the val split: set data.split.val above 0 (e.g. 0.1)")
 
@@ -356,11 +361,12 @@ def train_trial(recipe: Recipe, trial, metric: str) -> float:
     import optuna
     from transformers.trainer_callback import ProgressCallback
 
-    from seektune.train import sft
+    from seektune.train import pipeline
     from seektune.train.callbacks import GenerationMetric
+    from seektune.train.run import leaf
 
-    main_process = sft.ensure_prepared(recipe)
-    built = sft.build_trainer(recipe, main_process)
+    main_process = pipeline.ensure_prepared(recipe)
+    built = leaf(recipe).build(recipe, main_process)  # sft, distill, dpo / orpo / kto alike
     trainer = built.trainer
     trainer.remove_callback(ProgressCallback)  # one line per trial instead of a bar per trial
     stopping = recipe.train.early_stopping
@@ -372,14 +378,14 @@ def train_trial(recipe: Recipe, trial, metric: str) -> float:
     reporter = ReportToTrial(trial, metric)
     trainer.add_callback(reporter)  # after GenerationMetric: it reads the eval_<metric> that one adds
     try:
-        sft.train_and_save(recipe, built, main_process)
+        pipeline.train_and_save(recipe, built, main_process)
     finally:
         trial.set_user_attr("steps", trainer.state.global_step)
     if reporter.pruned_at is not None:
         raise optuna.TrialPruned(f"{metric} {reporter.values[-1]:.4g} behind the median at step {reporter.pruned_at}")
     if not reporter.values:
         raise RuntimeError(f"training never evaluated {metric} on the val split "
-                           f"(see {recipe.run_dir}/data/rejects.jsonl)")
+                           f"(see {run_of(recipe).rejects})")
     if stopping and stopping.metric == metric and trainer.state.best_metric is not None:
         return float(trainer.state.best_metric)  # the best checkpoint is the one kept
     return reporter.values[-1]
@@ -397,8 +403,8 @@ def keep_best_weights_only(study, out: Path) -> None:
     for trial in study.get_trials(deepcopy=False):
         if trial.number == best or trial.state.name == "RUNNING":
             continue
-        for name in WEIGHTS:
-            path = out / f"trial-{trial.number:03d}" / name
+        trial_run = RunDir(trial_dir_of(out, trial.number))
+        for path in (trial_run.adapter, trial_run.model, trial_run.checkpoints, trial_run.last_good):
             if path.exists():
                 shutil.rmtree(path)
 

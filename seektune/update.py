@@ -9,9 +9,10 @@ old run's with the new data (and ``train.max_steps`` unset: epochs decide), star
 old run's weights (its adapter keeps
 training; a full / freeze run's model is the new base). The new rows are prepared with the
 old run's data settings; ``update.replay`` x (new training rows) rows of the old run's
-training split are mixed into the new training split (marked ``meta.replay``), drawn
-round-robin over the old split's groups (its ``stratify_by`` / ``group_by`` field, else
-``category``), so what the model already knew keeps being rehearsed.
+training split are mixed with the new training rows (marked ``meta.replay``) into a derived
+split, ``data/train.replay.jsonl``, which the update trains on (``train.jsonl`` stays as
+prepare wrote it), drawn round-robin over the old split's groups (its ``stratify_by`` /
+``group_by`` field, else ``category``), so what the model already knew keeps being rehearsed.
 
 Then both models answer both test splits, and ``update.json`` reports the gain on the new
 split beside the forgetting on the old one (the old split's metric before minus after).
@@ -28,12 +29,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-from seektune.data.io import read_jsonl
-from seektune.recipe import RESOLVED_NAME, Recipe, apply_overrides, load_run, validate_recipe
+from seektune.data.io import read_jsonl, write_jsonl
+from seektune.recipe import Recipe, apply_overrides, validate_recipe
+from seektune.runs import RunDir, run_of
 
 log = logging.getLogger(__name__)
 
 SCORED = ("fact_accuracy", "rougeL", "bleu")
+REPLAY_SPLIT = "train.replay"  # new rows (repeated) + replayed old rows: what the update trains on
+NEW_ROWS_SPLIT = "new_train"  # the new rows once each: scored when nothing was held out
 
 
 def next_out(run_dir: Path) -> Path:
@@ -47,7 +51,8 @@ def next_out(run_dir: Path) -> Path:
 def update_recipe(run_dir: Path, data: list[Path], out: Path, overrides: list[str] | None = None,
                   from_feedback: bool = False) -> Recipe:
     """The old run's recipe, pointed at the new data and starting from the old run's weights."""
-    old = load_run(run_dir)
+    old_run = RunDir(run_dir)
+    old = old_run.recipe()
     raw = old.model_dump(mode="json")
     raw["output_dir"] = str(out)
     raw["stages"] = None
@@ -62,10 +67,10 @@ def update_recipe(run_dir: Path, data: list[Path], out: Path, overrides: list[st
     raw["train"]["resume"] = None
     raw["train"]["early_stopping"] = None
     raw["train"]["max_steps"] = -1  # a step budget fitted to the old data means nothing here: epochs decide
-    if (run_dir / "adapter" / "adapter_config.json").is_file():
-        raw["model"]["adapter"] = str((run_dir / "adapter").resolve())
-    elif (run_dir / "model" / "config.json").is_file():
-        raw["model"].update(name=str((run_dir / "model").resolve()), adapter=None, merge=[])
+    if old_run.has_adapter():
+        raw["model"]["adapter"] = str(old_run.adapter.resolve())
+    elif old_run.has_model():
+        raw["model"].update(name=str(old_run.model.resolve()), adapter=None, merge=[])
     else:
         raise FileNotFoundError(f"{run_dir} has no trained adapter or model to update; run `seektune train` first")
     raw = apply_overrides(raw, overrides or [])
@@ -94,11 +99,12 @@ def covering_sample(rows: list[dict[str, Any]], k: int, key: str, seed: int) -> 
 
 
 def add_replay(recipe: Recipe, old_run: Path) -> dict[str, Any]:
-    """Mix ``update.replay`` x (new train rows) of the old run's training rows into the new train split."""
-    train_file = recipe.run_dir / "data" / "train.jsonl"
-    new_rows = [r for r in read_jsonl(train_file) if not r.get("meta", {}).get("replay")]
+    """Write ``data/train.replay.jsonl``: the new train rows (``update.repeat_new`` times each) mixed with
+    ``update.replay`` x (new train rows) of the old run's training rows."""
+    run, old = run_of(recipe), RunDir(old_run)
+    new_rows = [r for r in read_jsonl(run.split("train")) if not r.get("meta", {}).get("replay")]
     new_rows = [row for row in new_rows for _ in range(recipe.update.repeat_new)]
-    old_rows = read_jsonl(old_run / "data" / "train.jsonl")
+    old_rows = read_jsonl(old.split("train"))
     want = min(len(old_rows), round(recipe.update.replay * len(new_rows)))
     key = recipe.data.split.stratify_by or recipe.data.split.group_by or "category"
     replay = covering_sample(old_rows, want, key, recipe.update.seed)
@@ -106,13 +112,12 @@ def add_replay(recipe: Recipe, old_run: Path) -> dict[str, Any]:
         row.setdefault("meta", {})["replay"] = True
     mixed = new_rows + replay
     random.Random(recipe.update.seed + 1).shuffle(mixed)
-    with train_file.open("w", encoding="utf-8") as handle:
-        for row in mixed:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(run.split(REPLAY_SPLIT), mixed)
     info = {"ratio": recipe.update.replay, "repeat_new": recipe.update.repeat_new,
             "new_train_rows": len(new_rows) // recipe.update.repeat_new, "replay_rows": len(replay),
-            "old_train_rows": len(old_rows), "from": str(old_run / "data" / "train.jsonl")}
-    (recipe.run_dir / "data" / "replay.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+            "old_train_rows": len(old_rows), "from": str(old.split("train")),
+            "train_split": str(run.split(REPLAY_SPLIT))}
+    run.replay_info.write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
 
 
@@ -132,16 +137,15 @@ def evaluate(out: Path, old_run: Path, new_split: Path) -> dict[str, Any]:
 
     from seektune.evaluate import stage as eval_stage
 
-    old_split = old_run / "data" / "test.jsonl"
-    cache, seed = out / "eval" / "cache.jsonl", old_run / "eval" / "cache.jsonl"
-    if seed.is_file() and not cache.exists():  # the old run's answers to its own test split: not generated again
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(seed, cache)
+    run, before = RunDir(out), RunDir(old_run)
+    old_split = before.split("test")
+    if before.eval_cache.is_file() and not run.eval_cache.exists():  # the old run's answers: not generated again
+        run.eval.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(before.eval_cache, run.eval_cache)
     old = eval_stage.run(out, against=str(old_run), data=old_split, report=False)
-    keep = out / "eval-old"
-    keep.mkdir(exist_ok=True)
-    for name in ("metrics.json", "samples.jsonl"):
-        shutil.copy2(out / "eval" / name, keep / name)
+    run.eval_old.mkdir(exist_ok=True)
+    for path in (run.metrics, run.samples):
+        shutil.copy2(path, run.eval_old / path.name)
     new = eval_stage.run(out, against=str(old_run), data=new_split)
     result = {
         "new": {"split": str(new_split), "before": _scores(new, "base"), "after": _scores(new, "tuned")},
@@ -160,8 +164,7 @@ def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: 
     from seektune.train import sft
 
     run_dir = Path(run_dir)
-    if not (run_dir / RESOLVED_NAME).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a seektune run directory (no {RESOLVED_NAME})")
+    RunDir(run_dir).recipe()  # a RecipeError naming the directory when it is not a run
     data = [Path(p) for p in data or []]
     if not data and feedback is None:
         raise ValueError("seektune update needs new data: --data FILE and/or --feedback DB")
@@ -169,13 +172,14 @@ def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: 
         if not path.exists():
             raise FileNotFoundError(f"--data {path}: no such file or directory")
     out = Path(out) if out else next_out(run_dir)
-    if (out / "train.json").exists():
+    new = RunDir(out)
+    if new.train_summary.exists():
         raise FileExistsError(f"{out} already holds a trained run; choose another --out or remove it")
     exported = None
     if feedback is not None:
         from seektune.serve.feedback import export_feedback
 
-        exported = out / "feedback.jsonl"
+        exported = new.feedback_export
         counts = export_feedback(Path(feedback), "sft", exported)
         print(f"seektune: feedback {feedback}: {counts['rows']} training rows from {counts['completions']} "
               f"completions (used {counts['used']}, skipped {counts['skipped']})")
@@ -187,20 +191,16 @@ def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: 
     replay = add_replay(recipe, run_dir)
     print(f"seektune: updating {run_dir} -> {out}: {replay['new_train_rows']} new training rows + "
           f"{replay['replay_rows']} replayed old rows (replay {replay['ratio']:g})")
-    sft.run(recipe)
+    sft.run(recipe, train_split=REPLAY_SPLIT)
     result: dict[str, Any] = {"from": str(run_dir), "out": str(out), "data": [str(p) for p in data],
                               "replay": replay}
     if evaluate_splits:
-        new_split = out / "data" / "test.jsonl"
+        new_split = new.split("test")
         if not read_jsonl(new_split):
-            new_split = out / "data" / "new_train.jsonl"  # nothing held out: score the new rows themselves
-            rows = [r for r in read_jsonl(out / "data" / "train.jsonl") if not r.get("meta", {}).get("replay")]
-            rows = list({json.dumps(r, sort_keys=True): r for r in rows}.values())  # repeat_new copies once
-            with new_split.open("w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            new_split = new.split(NEW_ROWS_SPLIT)  # nothing held out: score the new rows themselves
+            write_jsonl(new_split, read_jsonl(new.split("train")))  # the new rows, once each
         result.update(evaluate(out, run_dir, new_split))
-    (out / "update.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    new.update_summary.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     if evaluate_splits:
         from seektune.evaluate.stage import write_run_report
 

@@ -23,7 +23,8 @@ from seektune.data.card import length_stats, write_card
 from seektune.data.formats import FormatError, to_record
 from seektune.data.io import RawRow, Reject, read_rows, write_jsonl
 from seektune.data.split import SPLITS, split_by_group, split_by_ratio
-from seektune.recipe import DataSpec, Recipe, save_resolved
+from seektune.recipe import DataSpec, Recipe
+from seektune.runs import RunDir, run_of
 
 log = logging.getLogger(__name__)
 PROGRESS_FROM = 2000  # rows; below this every step takes well under a second
@@ -129,7 +130,7 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
                              lengths: dict[int, int]) -> list[dict[str, Any]]:
     """Filters, then the rendered-length check; each kept record's token count goes into ``lengths``
     (keyed by ``id(record)``) so the data card does not render it a second time."""
-    from seektune.data.clean import FilterConfig, filter_reason
+    from seektune.data.filters import FilterConfig, filter_reason
     from seektune.data.render import RenderError, render_record
 
     config = FilterConfig(**spec.filters.model_dump(exclude={"overlength"}))
@@ -256,9 +257,8 @@ def run(recipe: Recipe) -> Path:
     spec = recipe.data
     if not spec.paths:
         raise ValueError("the recipe has no data.paths; add the files to train on")
-    run_dir = recipe.run_dir
-    save_resolved(recipe, run_dir)
-    data_dir = run_dir / "data"
+    run = run_of(recipe)
+    run.save_recipe(recipe)
     ledger, card = Ledger(), {}
     records, read_rejects, read = load_records(spec)
     ledger.rejects.extend(read_rejects)
@@ -293,10 +293,10 @@ def run(recipe: Recipe) -> Path:
         ledger.added += len(added)
         ledger.step("balance", len(records))
     if not records:
-        write_jsonl(data_dir / "rejects.jsonl", [r.to_dict() for r in ledger.rejects])
+        write_jsonl(run.rejects, [r.to_dict() for r in ledger.rejects])
         reasons = ", ".join(f"{k}: {v}" for k, v in Counter(r.reason for r in ledger.rejects).items())
         raise ValueError(f"no usable rows in {spec.paths}: all {read} were rejected ({reasons}); "
-                         f"see {data_dir / 'rejects.jsonl'}")
+                         f"see {run.rejects}")
 
     split = spec.split
     ratios = (split.train, split.val, split.test)
@@ -314,20 +314,20 @@ def run(recipe: Recipe) -> Path:
     assert kept + rejected == read + ledger.added, (
         f"row accounting broke: kept {kept} + rejected {rejected} != read {read} + added {ledger.added}")
     for name in SPLITS:
-        write_jsonl(data_dir / f"{name}.jsonl", splits[name])
-    write_jsonl(data_dir / "rejects.jsonl", [r.to_dict() for r in ledger.rejects])
-    _write_card(card, splits, ledger, read, kept, tokenizer, data_dir, spec, rendered_lengths)
+        write_jsonl(run.split(name), splits[name])
+    write_jsonl(run.rejects, [r.to_dict() for r in ledger.rejects])
+    _write_card(card, splits, ledger, read, kept, tokenizer, run, spec, rendered_lengths)
     summary = {
         "read": read, "added": ledger.added, "kept": kept, "rejected": rejected,
         "rejected_by_reason": dict(Counter(r.reason for r in ledger.rejects)),
         "splits": {name: len(splits[name]) for name in SPLITS},
         "sources": spec.paths,
     }
-    (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    return run_dir
+    run.data_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return run.path
 
 
-def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, data_dir: Path, spec: DataSpec,
+def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, run: RunDir, spec: DataSpec,
                 known_lengths: dict[int, int]):
     from seektune.data.render import render_record
 
@@ -352,11 +352,51 @@ def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, d
     card["longest"] = summarise(ranked[::-1][:5])
     card["shortest"] = summarise(ranked[:5])
     card["token_unit"] = "tokens" if tokenizer is not None else "words (no tokenizer)"
-    write_card(card, data_dir)
+    write_card(card, run)
 
 
-def rejects_of(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "data" / "rejects.jsonl"
+def rejects_of(run_dir: Path | RunDir) -> list[dict[str, Any]]:
+    path = RunDir(run_dir).rejects
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def record_late_rejects(run: RunDir, stage: str, rejects: list[Reject]) -> dict[str, Any]:
+    """Rows a later stage could not use (e.g. too long once rendered for training): into ``rejects.jsonl``
+    and the data summary, so ``kept + rejected == read + added`` still holds after training.
+
+    ``stage`` names the stage ("render", "preference"); each reject's ``step`` is ``<stage>:<split>``.
+    The stage's earlier rejects are replaced, so running it again counts each row once. Only the
+    prepared splits (train, val, test) move the accounting; a derived split's rejects (e.g.
+    ``render:train.distilled``) are listed and counted under ``derived_rejects``.
+    """
+    previous = [r for r in rejects_of(run) if r.get("step", "").split(":")[0] == stage]
+    kept_rejects = [r for r in rejects_of(run) if r.get("step", "").split(":")[0] != stage]
+    everything = kept_rejects + [r.to_dict() for r in rejects]
+    if not previous and not rejects:
+        return {}
+    write_jsonl(run.rejects, everything)
+    if not run.data_summary.is_file():
+        return {}
+    summary = json.loads(run.data_summary.read_text(encoding="utf-8"))
+
+    def by_split(rows) -> Counter:
+        return Counter(r["step"].split(":", 1)[1] for r in rows)
+
+    before, after = by_split(previous), by_split([r.to_dict() for r in rejects])
+    derived = summary.setdefault("derived_rejects", {})
+    for split in set(before) | set(after):
+        change = after[split] - before[split]
+        if split in summary.get("splits", {}):
+            summary["splits"][split] -= change
+            summary["kept"] -= change
+            summary["rejected"] += change
+        else:
+            derived[split] = derived.get(split, 0) + change
+    if not derived:
+        summary.pop("derived_rejects")
+    counted = [r for r in everything if ":" not in r["step"] or r["step"].split(":", 1)[1] in summary["splits"]]
+    summary["rejected_by_reason"] = dict(Counter(r["reason"] for r in counted))
+    run.data_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return summary

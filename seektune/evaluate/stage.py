@@ -30,40 +30,13 @@ from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
 from seektune.evaluate.generate import generate_answers
-from seektune.evaluate.metrics import facts_found, language_of, rouge_l, score, term_coverage, tokens_of
+from seektune.evaluate.metrics import facts_found, rouge_l, score, term_coverage
 from seektune.models.load import load_model
-from seektune.recipe import RESOLVED_NAME, Recipe, load_run
+from seektune.recipe import Recipe
+from seektune.runs import RunDir, fingerprint, is_run_dir, load_tuned  # noqa: F401  (is_run_dir: callers)
+from seektune.text import language_of, tokens_of
 
 Answer = dict[str, str | None]  # {"answer", "reasoning"}
-
-
-def load_tuned(run_dir: Path):
-    """The run's tuned model and its base: ``(recipe, loaded_base, tuned)``.
-
-    For adapter methods ``tuned`` is the base with the adapter attached (its
-    ``disable_adapter()`` gives the base back, so one copy of the weights serves both);
-    for full / freeze it is the saved model, and ``loaded_base.model`` the untouched base.
-    """
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    recipe = load_run(run_dir)
-    adapter_dir, model_dir = run_dir / "adapter", run_dir / "model"
-    if not (adapter_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} has no trained adapter or model yet; run `seektune train` first")
-    loaded = load_model(
-        recipe.model.name,
-        dtype=recipe.model.dtype,
-        chat_template=recipe.model.chat_template,
-        trust_remote_code=recipe.model.trust_remote_code,
-    )
-    if (adapter_dir / "adapter_config.json").is_file():
-        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=loaded.model.dtype)
-        model.to(loaded.model.device)
-    model.eval()
-    return recipe, loaded, model
 
 
 # ---------------------------------------------------------------- systems
@@ -92,27 +65,6 @@ class System:
     key: str
     answer: Callable[[list[list[dict[str, Any]]], GenOptions, str], list[Answer]]
     perplexity: Callable[[list[dict[str, Any]], int], float | None] = field(default=lambda rows, batch: None)
-
-
-def _fingerprint(directory: Path) -> str:
-    """Content hash of a model or adapter directory's weights and configs.
-
-    Files up to 512 MB are hashed whole; larger weight files by size and modification
-    time, so fingerprinting a multi-GB base model stays instant.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("*")):
-        if not path.is_file() or path.suffix not in {".safetensors", ".json", ".bin", ".gguf", ".jinja"}:
-            continue
-        stat = path.stat()
-        digest.update(path.name.encode())
-        if stat.st_size <= 512 * 2**20:
-            with path.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(2**20), b""):
-                    digest.update(chunk)
-        else:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
 
 
 def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nullcontext, max_length=None) -> System:
@@ -149,7 +101,7 @@ def _merged_lora(model):
 
 def _model_key(name: str, path: str, template: str | None) -> str:
     local = Path(path)
-    weights = _fingerprint(local) if local.is_dir() else name
+    weights = fingerprint(local) if local.is_dir() else name
     return f"model:{name}:{weights}:{hashlib.sha256((template or '').encode()).hexdigest()[:12]}"
 
 
@@ -158,10 +110,10 @@ def run_systems(run_dir: Path, want_base: bool) -> tuple[Recipe, System, System 
     recipe, loaded, model = load_tuned(run_dir)
     template = loaded.tokenizer.chat_template
     max_length = recipe.data.max_length
-    trained_dir = run_dir / "adapter" if (run_dir / "adapter").is_dir() else run_dir / "model"
+    trained_dir = RunDir(run_dir).trained_weights()
     base_key = _model_key(recipe.model.name, loaded.path, template)
     tuned = _local_system(model, loaded.tokenizer, f"{run_dir} ({recipe.method.name} on {recipe.model.name})",
-                          f"{base_key}+trained:{_fingerprint(trained_dir)}", _merged_lora(model), max_length)
+                          f"{base_key}+trained:{fingerprint(trained_dir)}", _merged_lora(model), max_length)
     base = None
     if want_base:
         if hasattr(model, "disable_adapter"):
@@ -184,8 +136,8 @@ def endpoint_system(url: str, model: str, workers: int = 4, api_key_env: str | N
     """A served model as a system: requests go out ``workers`` at a time, with a progress bar."""
     from tqdm.auto import tqdm
 
-    from seektune.data.formats import split_think
     from seektune.models.endpoint import ChatEndpoint
+    from seektune.text import split_think
 
     endpoint = ChatEndpoint(url, model, api_key_env)
 
@@ -208,10 +160,6 @@ def endpoint_system(url: str, model: str, workers: int = 4, api_key_env: str | N
 
 def is_url(text: str) -> bool:
     return bool(re.match(r"https?://", text))
-
-
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / RESOLVED_NAME).is_file()
 
 
 # ---------------------------------------------------------------- perplexity on the references
@@ -500,8 +448,9 @@ def run(
 
     target = str(target)
     run_dir = results_dir(target, out)
+    run = RunDir(run_dir)
     if is_run_dir(target):
-        recipe = load_run(run_dir)
+        recipe = run.recipe()
     else:
         if data is None:
             raise ValueError(f"{target} is not a run directory; to evaluate a model give its test data with --data")
@@ -520,7 +469,7 @@ def run(
         rows = read_eval_data(Path(data), recipe.data)
         split_name = str(data)
     else:
-        split_file = run_dir / "data" / f"{spec.split}.jsonl"
+        split_file = run.split(spec.split)
         if not split_file.is_file():
             raise FileNotFoundError(f"{split_file} not found; run `seektune prepare` first or pass --data")
         rows = [row for row in read_jsonl(split_file) if "messages" in row]
@@ -546,7 +495,7 @@ def run(
             baseline = model_system(against, recipe)
 
     options = GenOptions(spec.batch_size, spec.max_new_tokens, spec.temperature, spec.top_p, recipe.train.seed)
-    cache = AnswerCache(run_dir / "eval" / "cache.jsonl", spec.cache)
+    cache = AnswerCache(run.eval_cache, spec.cache)
     conversations = [row["messages"] for row in rows]
     systems = {"tuned": tuned} if baseline is None else {"base": baseline, "tuned": tuned}
     generated: dict[str, list[Answer]] = {}
@@ -597,9 +546,8 @@ def run(
         raise ValueError("eval.judge compares two systems, but only one was evaluated (compare_base is off "
                          "and no --against was given)")
 
-    out_dir = run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    run.eval.mkdir(parents=True, exist_ok=True)
+    run.metrics.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     samples = []
     for i, row in enumerate(rows):
         sample = {
@@ -618,7 +566,7 @@ def run(
         if verdicts is not None:
             sample["judge"] = verdicts[i]
         samples.append(sample)
-    write_jsonl(out_dir / "samples.jsonl", samples)
+    write_jsonl(run.samples, samples)
     if report:
         write_run_report(run_dir)
     return metrics

@@ -7,7 +7,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from seektune.evaluate.generate import generate_answers
-from seektune.evaluate.metrics import language_of, score
+from seektune.evaluate.metrics import score
+from seektune.text import language_of
 
 
 class GenerationMetric(TrainerCallback):
@@ -38,3 +39,31 @@ class GenerationMetric(TrainerCallback):
         # the Trainer logged this evaluation before calling us: add the metric to that entry too
         if state.log_history and "eval_loss" in state.log_history[-1]:
             state.log_history[-1][f"eval_{self.metric}"] = metrics[f"eval_{self.metric}"]
+
+
+class LoggedMetrics:
+    """Trainer mixin: figures a loss computes (KL, token accuracy...) averaged into each log entry.
+
+    The Trainer's public ``log`` receives every entry before it is written; the figures
+    recorded since the last entry are averaged into it (``eval_`` prefixed during evaluation),
+    as trl does for its own metrics, without touching trl's private metric store.
+    """
+
+    def record(self, name: str, value: float) -> None:
+        mode = "train" if self.model.training else "eval"
+        store = self.__dict__.setdefault("_seektune_metrics", {"train": {}, "eval": {}})
+        store[mode].setdefault(name, []).append(float(value))
+
+    def record_total(self, name: str, value: float) -> None:
+        """A running figure (e.g. tokens seen so far): the entry shows the latest value."""
+        mode = "train" if self.model.training else "eval"
+        store = self.__dict__.setdefault("_seektune_metrics", {"train": {}, "eval": {}})
+        store[mode][name] = [float(value)]
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        mode = "train" if self.model.training else "eval"
+        store = self.__dict__.get("_seektune_metrics", {}).get(mode, {})
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({f"{prefix}{name}": sum(values) / len(values) for name, values in store.items() if values})
+        store.clear()
+        super().log(logs, *args, **kwargs)

@@ -1,11 +1,11 @@
-"""Training you can trust: atomic checkpoints, exact resume, and a guard against non-finite losses.
+"""Training you can trust: sealed checkpoints, exact resume, and a guard against non-finite losses.
 
-A checkpoint is written into ``checkpoints/.staging/``, gets a ``COMPLETE`` marker holding
-the sha256 of every file, and only then is renamed to ``checkpoints/checkpoint-N``. A run
-killed mid-save leaves at most a staging folder, which is never resumed from and is
-cleared on the next save. ``resume: auto`` takes the newest checkpoint whose marker and
-hashes check out; the Trainer then restores model, optimiser, scheduler, RNG state and
-data position, so the resumed run ends bit-identical to an uninterrupted one on a CPU.
+Once the Trainer has written ``checkpoints/checkpoint-N``, a callback (``on_save``) seals it
+with a ``COMPLETE`` marker holding the sha256 of every file. A run killed mid-save leaves a
+folder without a marker, which is never resumed from and is removed by the next save's
+retention. ``resume: auto`` takes the newest checkpoint whose marker and hashes check out;
+the Trainer then restores model, optimiser, scheduler, RNG state and data position, so the
+resumed run ends bit-identical to an uninterrupted one on a CPU.
 
 A loss or gradient that is not finite stops training before the optimiser step, so the
 weights on disk (``<run>/last-good``) are those of the last good step, and the command
@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
+from seektune.train.callbacks import LoggedMetrics
+from seektune.train.packing import LabelOnlyHead
+from seektune.train.private import EpochSeededSampling
+
 MARKER = "COMPLETE"
-STAGING = ".staging"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -114,34 +116,13 @@ def _fault(kind: str) -> int | None:
     return int(step) if name == kind and step.isdigit() else None
 
 
-class _EpochSeededLengthSampler(LengthGroupedSampler):
-    """Length-grouped order drawn from ``seed + epoch`` instead of the global RNG.
-
-    transformers builds its length-grouped sampler without a generator, so the order of
-    an epoch depends on the global RNG when the epoch starts; a run resumed mid-epoch
-    restores the RNG of the checkpoint, not of the epoch's start, and would see the
-    remaining batches in another order. Seeding per epoch makes the order a function of
-    the epoch alone, which exact resume needs.
-    """
-
-    seed: int = 0
-    epoch: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
-
-
 class GuardedMixin:
-    """Atomic checkpoints, our retention policy and a non-finite loss guard, for any transformers Trainer
+    """Sealed checkpoints, our retention policy and a non-finite loss guard, for any transformers Trainer
     (SFTTrainer here; trl's DPO / KTO / ORPO trainers in ``seektune.train.preference``)."""
 
     def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.keep_checkpoints = keep_checkpoints
+        self.add_callback(SealCheckpoints(keep_checkpoints))  # first: a checkpoint is sealed before anything else
         self.add_callback(_FiniteGradients())
         self.add_callback(_KillAtStep())
 
@@ -156,44 +137,31 @@ class GuardedMixin:
             raise NonFiniteLoss(step, "loss")
         return result
 
-    def _save_checkpoint(self, model, trial) -> None:
-        final_root = Path(self.args.output_dir)
-        staging = final_root / STAGING
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True, exist_ok=True)
-        self.args.output_dir = str(staging)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.output_dir = str(final_root)
-        step = self.state.global_step
-        written = staging / f"checkpoint-{step}"
+
+class GuardedTrainer(GuardedMixin, EpochSeededSampling, LabelOnlyHead, LoggedMetrics, SFTTrainer):
+    """trl's SFTTrainer with the guards of :class:`GuardedMixin`, a data order that survives resuming
+    and, on a CPU, the label-only LM head."""
+
+
+class SealCheckpoints(TrainerCallback):
+    """After the Trainer saved a checkpoint: seal it (sha256 marker), then apply retention."""
+
+    def __init__(self, keep: int | None):
+        self.keep = keep
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        root = Path(args.output_dir)
+        step = state.global_step
+        written = root / f"checkpoint-{step}"
+        if not written.is_dir():
+            return
         if _fault("kill-in-save") == step:
             os.kill(os.getpid(), signal.SIGKILL)
         write_marker(written, step)
-        target = final_root / written.name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(written, target)
-        shutil.rmtree(staging, ignore_errors=True)
-        if self.state.best_global_step:
-            best = final_root / f"checkpoint-{self.state.best_global_step}"
-            if best.exists():
-                self.state.best_model_checkpoint = str(best)
-        best_path = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
-        apply_retention(final_root, self.keep_checkpoints, best_path)
-
-
-class GuardedTrainer(GuardedMixin, SFTTrainer):
-    """SFTTrainer with the guards of :class:`GuardedMixin` and a data order that survives resuming."""
-
-    def _get_train_sampler(self, *args, **kwargs):
-        sampler = super()._get_train_sampler(*args, **kwargs)
-        if type(sampler) is LengthGroupedSampler:
-            sampler.__class__ = _EpochSeededLengthSampler
-            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            sampler.epoch = 0
-        return sampler
+        best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+        apply_retention(root, self.keep, best)
 
 
 class _FiniteGradients(TrainerCallback):

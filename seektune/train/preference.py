@@ -25,11 +25,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from seektune.data import prepare
 from seektune.data.formats import rejected_message
 from seektune.data.io import Reject, read_jsonl
 from seektune.data.render import prompt_text
 from seektune.recipe import Recipe
-from seektune.train import checkpoint, sft
+from seektune.runs import run_of
+from seektune.train import pipeline
+from seektune.train.checkpoint import GuardedMixin
 
 log = logging.getLogger(__name__)
 PAIRED = ("dpo", "orpo")  # kto learns from single completions labelled desirable or not
@@ -94,19 +97,28 @@ class _DropReferenceAdapter(TrainerCallback):
 
 
 def trainer_classes(objective: str):
-    """(trainer class, config class) of an objective."""
+    """(trainer class, config class) of an objective: trl's trainer with seektune's guards."""
     if objective == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        return type("GuardedDPOTrainer", (checkpoint.GuardedMixin, DPOTrainer), {}), DPOConfig
+        class GuardedDPOTrainer(GuardedMixin, DPOTrainer):
+            """trl's DPOTrainer with sealed checkpoints and the non-finite loss guard."""
+
+        return GuardedDPOTrainer, DPOConfig
     if objective == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        return type("GuardedKTOTrainer", (checkpoint.GuardedMixin, KTOTrainer), {}), KTOConfig
+        class GuardedKTOTrainer(GuardedMixin, KTOTrainer):
+            """trl's KTOTrainer with sealed checkpoints and the non-finite loss guard."""
+
+        return GuardedKTOTrainer, KTOConfig
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in trl.experimental; chosen knowingly
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    return type("GuardedORPOTrainer", (checkpoint.GuardedMixin, ORPOTrainer), {}), ORPOConfig
+    class GuardedORPOTrainer(GuardedMixin, ORPOTrainer):
+        """trl's ORPOTrainer with sealed checkpoints and the non-finite loss guard."""
+
+    return GuardedORPOTrainer, ORPOConfig
 
 
 def objective_fields(recipe: Recipe) -> dict[str, Any]:
@@ -156,33 +168,39 @@ def sampling(recipe: Recipe) -> str:
 
 def run(recipe: Recipe) -> Path:
     """Train with the recipe's preference objective and save the result; returns the run directory."""
+    main_process = pipeline.ensure_prepared(recipe)
+    return pipeline.train_and_save(recipe, build(recipe, main_process), main_process)
+
+
+def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
+    """trl's trainer for the recipe's objective over the prepared preference rows, ready to run."""
     from datasets import Dataset
     from peft import PeftModel
 
     objective, pref = recipe.objective, recipe.preference
-    main_process = sft.ensure_prepared(recipe)
-    run_dir = recipe.run_dir
-    train_records = read_jsonl(run_dir / "data" / "train.jsonl")
-    val_records = read_jsonl(run_dir / "data" / "val.jsonl")
+    run = run_of(recipe)
+    train_records = read_jsonl(run.split("train"))
+    val_records = read_jsonl(run.split("val"))
     check_records(train_records, objective, "train")
     check_records(val_records, objective, "val")
 
-    loaded, adapter_config = sft.load_student(recipe)
+    loaded, adapter_config = pipeline.load_student(recipe)
     tokenizer = loaded.tokenizer
     train_rows, rejects = trl_rows(train_records, objective, tokenizer, pref.max_prompt_length, "train")
     val_rows, val_rejects = trl_rows(val_records, objective, tokenizer, pref.max_prompt_length, "val")
     if main_process:
-        sft.append_rejects(run_dir, rejects + val_rejects)
+        prepare.record_late_rejects(run, "preference", rejects + val_rejects)
     if not train_rows:
         raise ValueError("no training rows left after fitting prompts to preference.max_prompt_length; "
                          "see data/rejects.jsonl")
 
     trainer_class, config_class = trainer_classes(objective)
     fields = objective_fields(recipe)
-    args = sft.training_args(recipe, run_dir, bool(val_rows), config_class=config_class,
-                             sampling=sampling(recipe), **fields)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    callbacks = [_DropReferenceAdapter(), *sft.stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
+    args = pipeline.training_args(recipe, bool(val_rows), config_class=config_class,
+                                  sampling=sampling(recipe), **fields)
+    pipeline.use_tensorboard_dir(recipe)
+    callbacks = [_DropReferenceAdapter(),
+                 *pipeline.stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
     extra: dict[str, Any] = {}
     if objective != "orpo" and adapter_config is None and not isinstance(loaded.model, PeftModel):
         # full / freeze: trl would reload the reference from the config's path, which misses model.merge
@@ -199,11 +217,12 @@ def run(recipe: Recipe) -> Path:
         **extra,
     )
     token_counts = Dataset.from_dict({"length": _row_tokens(trainer.train_dataset)})
-    built = sft.Built(trainer, tokenizer, token_counts, loaded.family.name, "padded")
     reference = _reference_of(objective, adapter_config, extra)
-    return sft.train_and_save(recipe, built, main_process, extra=lambda trained: {"preference": {
-        **fields, "reference": reference, "training_rows": len(train_rows), "prompts_too_long": len(rejects),
-        **reward_figures(trained.state.log_history)}})
+    return pipeline.Built(trainer, tokenizer, token_counts, loaded.family.name, "padded",
+                          val_records=val_records if val_rows else [],
+                          extra=lambda trained: {"preference": {
+                              **fields, "reference": reference, "training_rows": len(train_rows),
+                              "prompts_too_long": len(rejects), **reward_figures(trained.state.log_history)}})
 
 
 def _reference_of(objective: str, adapter_config, extra: dict[str, Any]) -> str:

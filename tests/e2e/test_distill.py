@@ -17,7 +17,9 @@ from seektune.data.render import render
 from seektune.evaluate import stage as eval_stage
 from seektune.models.load import load_model
 from seektune.recipe import load_recipe
-from seektune.train import distill, sft
+from seektune.runs import load_tuned
+from seektune.train import distill, pipeline
+from seektune.train.run import run as train
 from tests.conftest import FAQ_ROWS, _tokenizer_into, _write_model, build_tokenizer, serve_http, write_recipe
 
 ANSWERS = {row["question"]: row["answer"] for row in FAQ_ROWS}
@@ -48,14 +50,14 @@ def teacher_run(tmp_path_factory, tiny_llama, data_file):
     root = tmp_path_factory.mktemp("teacher-full")
     recipe = write_recipe(root / "r.yaml", tiny_llama, data_file, root / "run", method__name="full",
                           train__max_steps=10, train__lr=1e-2)
-    return sft.run(load_recipe(recipe))
+    return train(load_recipe(recipe))
 
 
 @pytest.fixture(scope="module")
 def lora_teacher_run(tmp_path_factory, tiny_llama, data_file):
     root = tmp_path_factory.mktemp("teacher-lora")
     recipe = write_recipe(root / "r.yaml", tiny_llama, data_file, root / "run", train__max_steps=4, train__lr=5e-2)
-    return sft.run(load_recipe(recipe))
+    return train(load_recipe(recipe))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_logits_distillation_brings_the_student_close_to_the_teacher_on_val_rows
     recipe_file = distill_recipe(tmp_path / "d.yaml", tiny_llama, data_file, tmp_path / "run",
                                  {"teacher": str(teacher_run), "temperature": 1.0, "alpha": 1.0, "top_k": 32},
                                  method__name="full", train__max_steps=12, train__lr=5e-3)
-    run_dir = sft.run(load_recipe(recipe_file))
+    run_dir = train(load_recipe(recipe_file))
     figures = summary(run_dir)["distill"]
     assert figures["mode"] == "logits" and figures["teacher"] == f"run {teacher_run}"
     assert figures["teacher_cache"] == "computed" and figures["val_rows"] == 4
@@ -108,8 +110,8 @@ def test_logits_distillation_brings_the_student_close_to_the_teacher_on_val_rows
     assert any("eval_kl" in h for h in history)
 
     # the same, measured independently over the whole vocabulary with the saved models
-    _, _, teacher = eval_stage.load_tuned(teacher_run)
-    _, base, student = eval_stage.load_tuned(run_dir)
+    _, _, teacher = load_tuned(teacher_run)
+    _, base, student = load_tuned(run_dir)
     val = read_jsonl(run_dir / "data" / "val.jsonl")
     before = full_kl_on(val, teacher, base.model, base.tokenizer, 1.0)
     after = full_kl_on(val, teacher, student, base.tokenizer, 1.0)
@@ -125,14 +127,14 @@ def test_the_loss_is_the_full_kl_and_ce_in_padded_and_padding_free_batches(tmp_p
                                  {"teacher": str(tiny_qwen2), "temperature": temperature, "alpha": alpha,
                                   "top_k": 1000})
     recipe = load_recipe(recipe_file)
-    sft.ensure_prepared(recipe)
+    pipeline.ensure_prepared(recipe)
     mode, figures, targets, _ = distill.prepare_teacher(recipe)
     assert mode == "logits" and figures["top_k"] == 399
     teacher = load_model(str(tiny_qwen2)).model
     grads = {}
     for batching in ("padded", "padding_free"):
         recipe.train.batching = batching
-        built = sft.build_trainer(recipe, trainer_class=distill.DistillTrainer, teacher_targets=targets,
+        built = pipeline.build_trainer(recipe, trainer_class=distill.DistillTrainer, teacher_targets=targets,
                                   temperature=temperature, alpha=alpha)
         trainer, model = built.trainer, built.trainer.model
         rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in built.train_set]
@@ -165,7 +167,7 @@ def test_the_teacher_cache_is_reused_and_a_new_temperature_computes_it_again(tmp
                                                                              data_file, monkeypatch):
     recipe_file = distill_recipe(tmp_path / "d.yaml", tiny_llama, data_file, tmp_path / "run",
                                  {"teacher": str(lora_teacher_run), "top_k": 16}, train__max_steps=1)
-    run_dir = sft.run(load_recipe(recipe_file))
+    run_dir = train(load_recipe(recipe_file))
     cache = run_dir / "distill" / "teacher_topk.safetensors"
     meta = json.loads((run_dir / "distill" / "teacher_topk.json").read_text())
     assert meta["temperature"] == 2.0 and meta["top_k"] == 16 and meta["teacher"].startswith("run:")
@@ -175,11 +177,11 @@ def test_the_teacher_cache_is_reused_and_a_new_temperature_computes_it_again(tmp
     loads = []
     real_load = distill.Teacher.load
     monkeypatch.setattr(distill.Teacher, "load", lambda self, recipe: loads.append(1) or real_load(self, recipe))
-    sft.run(load_recipe(recipe_file))
+    train(load_recipe(recipe_file))
     assert loads == [] and cache.stat().st_mtime_ns == written
     assert summary(run_dir)["distill"]["teacher_cache"] == "reused"
 
-    sft.run(load_recipe(recipe_file, ["distill.temperature=1.5"]))
+    train(load_recipe(recipe_file, ["distill.temperature=1.5"]))
     assert loads == [1] and cache.stat().st_mtime_ns != written
     assert summary(run_dir)["distill"]["teacher_cache"] == "computed"
     assert json.loads((run_dir / "distill" / "teacher_topk.json").read_text())["temperature"] == 1.5
@@ -188,32 +190,34 @@ def test_the_teacher_cache_is_reused_and_a_new_temperature_computes_it_again(tmp
 # ---------------------------------------------------------------- sequence mode
 
 
-def test_sequence_mode_trains_on_a_runs_answers_and_reruns_from_the_source_split(tmp_path, tiny_llama,
-                                                                                   lora_teacher_run, data_file):
+def test_sequence_mode_trains_on_a_runs_answers_in_a_derived_split(tmp_path, tiny_llama, lora_teacher_run,
+                                                                     data_file):
     recipe_file = distill_recipe(tmp_path / "d.yaml", tiny_llama, data_file, tmp_path / "run",
                                  {"teacher": str(lora_teacher_run), "mode": "sequence", "max_new_tokens": 8},
                                  train__max_steps=1)
     recipe = load_recipe(recipe_file)
-    sft.ensure_prepared(recipe)
+    pipeline.ensure_prepared(recipe)
     source = read_jsonl(recipe.run_dir / "data" / "train.jsonl")
-    run_dir = sft.run(recipe)
+    run_dir = train(recipe)
 
     _, teacher, _ = eval_stage.run_systems(lora_teacher_run, want_base=False)
     expected = teacher.answer([r["messages"] for r in source], eval_stage.GenOptions(max_new_tokens=8), "check")
-    rows = read_jsonl(run_dir / "data" / "train.jsonl")
-    assert read_jsonl(run_dir / "data" / "train.source.jsonl") == source
+    rows = read_jsonl(run_dir / "data" / "train.distilled.jsonl")
+    assert read_jsonl(run_dir / "data" / "train.jsonl") == source  # the prepared split is never rewritten
     kept = [(s, a["answer"]) for s, a in zip(source, expected) if a["answer"].strip()]
     assert [r["messages"][-1]["content"] for r in rows] == [answer for _, answer in kept]
     assert [r["messages"][:-1] for r in rows] == [s["messages"][:-1] for s, _ in kept]
     assert all(r["meta"]["distilled"] is True for r in rows)
     figures = summary(run_dir)["distill"]
     assert figures["mode"] == "sequence" and figures["teacher_answers"] == len(kept) > 0
+    assert figures["train_rows"] == len(kept) == summary(run_dir)["train_rows"]
     assert figures["empty_answers"] == len(source) - len(kept) == len(read_jsonl(run_dir / "distill" /
                                                                                  "empty_answers.jsonl"))
 
     # a rerun starts from the prepared split again (not from the distilled rows) and reuses the answers
-    sft.run(load_recipe(recipe_file, ["distill.keep_references=true"]))
-    rows = read_jsonl(run_dir / "data" / "train.jsonl")
+    train(load_recipe(recipe_file, ["distill.keep_references=true"]))
+    assert read_jsonl(run_dir / "data" / "train.jsonl") == source
+    rows = read_jsonl(run_dir / "data" / "train.distilled.jsonl")
     references = [r for r in rows if r["meta"]["distilled"] is False]
     assert [r["messages"] for r in references] == [s["messages"] for s in source]
     assert len(rows) == len(source) + len(kept)
@@ -221,7 +225,7 @@ def test_sequence_mode_trains_on_a_runs_answers_and_reruns_from_the_source_split
     assert figures["answers_reused"] == len(source) and figures["answers_generated"] == 0
 
     # logits mode in the same directory trains on the prepared rows again
-    sft.run(load_recipe(recipe_file, ["distill.mode=logits"]))
+    train(load_recipe(recipe_file, ["distill.mode=logits"]))
     assert read_jsonl(run_dir / "data" / "train.jsonl") == source
     assert summary(run_dir)["train_rows"] == len(source)
 
@@ -255,11 +259,11 @@ def endpoint():
 def test_an_endpoint_teacher_writes_the_rows_and_empty_answers_are_counted(tmp_path, tiny_llama, data_file, endpoint):
     recipe_file = distill_recipe(tmp_path / "d.yaml", tiny_llama, data_file, tmp_path / "run",
                                  {"teacher": endpoint, "teacher_model": "big-teacher"}, train__max_steps=1)
-    run_dir = sft.run(load_recipe(recipe_file))
-    source = read_jsonl(run_dir / "data" / "train.source.jsonl")
+    run_dir = train(load_recipe(recipe_file))
+    source = read_jsonl(run_dir / "data" / "train.jsonl")
     questions = [s["messages"][-2]["content"] for s in source]
     assert sorted(StubTeacher.prompts) == sorted(questions)
-    rows = read_jsonl(run_dir / "data" / "train.jsonl")
+    rows = read_jsonl(run_dir / "data" / "train.distilled.jsonl")
     answered = [q for q in questions if "warranty" not in q]
     assert [r["messages"][-1]["content"] for r in rows] == [f"Teacher: {ANSWERS[q]}" for q in answered]
     figures = summary(run_dir)["distill"]
@@ -281,10 +285,10 @@ def test_another_tokenizer_falls_back_to_sequence_in_auto_and_stops_logits_mode(
     assert "distill.mode logits needs the student's tokenizer" in result.output and "402 vs 400 tokens" in result.output
     assert not (tmp_path / "run" / "train.json").exists()
 
-    run_dir = sft.run(load_recipe(recipe_file, ["distill.mode=auto", "distill.keep_references=true",
+    run_dir = train(load_recipe(recipe_file, ["distill.mode=auto", "distill.keep_references=true",
                                                 "distill.max_new_tokens=4"]))
     figures = summary(run_dir)["distill"]
     assert figures["mode"] == "sequence" and figures["requested_mode"] == "auto"
     assert "tokenizer" in figures["fallback_reason"]
-    rows = read_jsonl(run_dir / "data" / "train.jsonl")
+    rows = read_jsonl(run_dir / "data" / "train.distilled.jsonl")
     assert len([r for r in rows if r["meta"]["distilled"]]) == figures["teacher_answers"]

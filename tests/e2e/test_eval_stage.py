@@ -15,7 +15,8 @@ from seektune.data.io import read_jsonl
 from seektune.data.render import render
 from seektune.evaluate import stage
 from seektune.recipe import load_recipe
-from seektune.train import sft
+from seektune.runs import load_tuned
+from seektune.train.run import run as train
 from tests.conftest import FAQ_ROWS, serve_http, write_recipe
 
 ANSWERS = {row["question"]: row["answer"] for row in FAQ_ROWS}
@@ -73,7 +74,7 @@ def trained_run(tmp_path_factory, tiny_llama):
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
     recipe_file = write_recipe(root / "r.yaml", tiny_llama, data, root / "run", train__max_steps=2,
                                train__lr=1e-2, eval__max_new_tokens=6)
-    return sft.run(load_recipe(recipe_file))
+    return train(load_recipe(recipe_file))
 
 
 def _copy_run(run_dir, tmp_path):
@@ -85,7 +86,7 @@ def _copy_run(run_dir, tmp_path):
 
 
 def test_perplexity_is_exp_of_the_token_weighted_answer_loss(trained_run):
-    recipe, loaded, model = stage.load_tuned(trained_run)
+    recipe, loaded, model = load_tuned(trained_run)
     rows = read_jsonl(trained_run / "data" / "test.jsonl")
     nll, tokens = 0.0, 0
     with torch.no_grad():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from seektune.evaluate.stage import load_tuned
 from seektune.export.merge import MergeUnsupported, export_merged
 from seektune.recipe import load_recipe
+from seektune.runs import load_tuned
 from seektune.train import sft
 from tests.conftest import write_recipe
 

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from seektune.cli import app
 from seektune.export import quantize
 from seektune.recipe import load_recipe
+from seektune.runs import RunDir
 from seektune.train import sft
 from tests.conftest import write_recipe
 
@@ -22,6 +23,10 @@ def run_dir(tmp_path_factory, tiny_llama):
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
     recipe = write_recipe(root / "r.yaml", tiny_llama, data, root / "run", train__max_steps=20, train__lr=3e-2)
     return sft.run(load_recipe(recipe))
+
+
+def export_record(run_dir, kind: str) -> dict:
+    return json.loads((RunDir(run_dir).export(kind) / "export.json").read_text())
 
 
 def test_int8_linear_matches_float_within_quantisation_error():
@@ -39,7 +44,7 @@ def test_export_merged_int8_and_gguf_record_parity(run_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["export", str(run_dir), "--to", "merged"])
     assert result.exit_code == 0, result.output
-    merged = json.loads((run_dir / "export" / "merged" / "export.json").read_text())
+    merged = export_record(run_dir, "merged")
     assert merged["parity"]["max_abs_logit_diff"] < 1e-4 and merged["merged_tensors"] > 0
 
     again = runner.invoke(app, ["export", str(run_dir), "--to", "merged"])
@@ -48,20 +53,22 @@ def test_export_merged_int8_and_gguf_record_parity(run_dir):
 
     result = runner.invoke(app, ["export", str(run_dir), "--to", "int8"])
     assert result.exit_code == 0, result.output
-    int8 = json.loads((run_dir / "export" / "int8" / "export.json").read_text())
+    int8 = export_record(run_dir, "int8")
     assert int8["bytes"] < int8["merged_bytes"]
     assert abs(int8["parity"]["perplexity_change"]) < 0.05
     chat = runner.invoke(app, ["chat", str(run_dir), "--backend", "int8", "-m", "What is the return window?",
                                "--max-new-tokens", "4"])
     assert chat.exit_code == 0, chat.output
+    chat = runner.invoke(app, ["chat", str(run_dir), "-m", "What is the return window?", "--max-new-tokens", "4"])
+    assert chat.exit_code == 0, chat.output  # the run itself: base + adapter through RunDir.load_tuned
 
     result = runner.invoke(app, ["export", str(run_dir), "--to", "gguf", "--quant", "f16"])
     assert result.exit_code == 0, result.output
-    gguf = json.loads((run_dir / "export" / "gguf" / "export.json").read_text())
+    gguf = export_record(run_dir, "gguf")
     assert gguf["parity"]["max_abs_logit_diff"] < 1e-2
     assert gguf["parity"]["greedy_identical"] == gguf["parity"]["prompts"]
     assert gguf["parity"]["tokenizer_identical"] == gguf["parity"]["prompts"]
-    assert "FROM ./run-f16.gguf" in (run_dir / "export" / "gguf" / "Modelfile").read_text()
+    assert "FROM ./run-f16.gguf" in (RunDir(run_dir).export("gguf") / "Modelfile").read_text()
 
 
 def test_export_refuses_bad_requests(run_dir, tmp_path):
@@ -80,7 +87,7 @@ def test_export_onnx_matches_pytorch_and_chats(run_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["export", str(run_dir), "--to", "onnx"])
     assert result.exit_code == 0, result.output
-    record = json.loads((run_dir / "export" / "onnx" / "export.json").read_text())
+    record = export_record(run_dir, "onnx")
     assert record["parity"]["max_abs_logit_diff"] < 1e-3
     assert record["parity"]["greedy_identical"] == record["parity"]["prompts"]
     chat = runner.invoke(app, ["chat", str(run_dir), "--backend", "onnx", "-m", "What is the return window?",

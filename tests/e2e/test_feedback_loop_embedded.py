@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from seektune.cli import app
 from seektune.data.io import read_jsonl
 from seektune.recipe import load_recipe
-from seektune.train import sft
+from seektune.train.run import run as train
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,7 +34,7 @@ def test_corrections_through_the_api_are_learned_by_update(tmp_path):
     from seektune.serve.app import ServeSettings, create_app
 
     # a run of the embedded model that has barely trained: it does not know the store yet
-    run_dir = sft.run(load_recipe(RECIPE, [f"output_dir={tmp_path / 'shop'}", "train.max_steps=1",
+    run_dir = train(load_recipe(RECIPE, [f"output_dir={tmp_path / 'shop'}", "train.max_steps=1",
                                            "train.report_to=[]"]))
 
     def answers(target, correct: bool) -> dict[str, str]:

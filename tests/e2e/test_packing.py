@@ -10,7 +10,8 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from seektune.data import prepare
 from seektune.recipe import load_recipe
-from seektune.train import packing, sft
+from seektune.train import packing, pipeline
+from seektune.train.run import run as train
 from tests.conftest import FAQ_ROWS, write_recipe
 
 LENGTHS = [5, 17, 9, 30, 1, 12]  # very different lengths, and a row of a single token
@@ -78,7 +79,7 @@ def built(tmp_path_factory, tiny_llama):
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
     recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_llama, data, tmp / "run"))
     prepare.run(recipe)
-    built = sft.build_trainer(recipe)
+    built = pipeline.build_trainer(recipe)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # LoRA B starts at zero, which would hide every difference in the A gradients
         for name, parameter in built.trainer.model.named_parameters():
@@ -154,17 +155,17 @@ def test_the_lm_head_runs_only_at_labelled_positions(built, monkeypatch):
 def test_padded_batching_and_methods_that_cannot_pack(tmp_path, tiny_llama, faq_file):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run"))
-    assert recipe.train.batching == "padding_free" and sft.batching(recipe, model) == "padding_free"
+    assert recipe.train.batching == "padding_free" and pipeline.batching(recipe, model) == "padding_free"
     recipe.train.batching = "padded"
-    assert sft.batching(recipe, model) == "padded"
+    assert pipeline.batching(recipe, model) == "padded"
     recipe.train.batching = "padding_free"
     recipe.method.name = "prefix"  # virtual tokens on every row: one packed row would get them once
-    assert sft.batching(recipe, model) == "padded"
+    assert pipeline.batching(recipe, model) == "padded"
 
 
 def test_a_padded_run_trains_and_says_so(tmp_path, tiny_llama, faq_file):
     recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run", train__max_steps=2,
                                train__batching="padded")
-    run_dir = sft.run(load_recipe(recipe_file))
+    run_dir = train(load_recipe(recipe_file))
     summary = json.loads((run_dir / "train.json").read_text())
     assert summary["batching"] == "padded" and summary["steps"] == 2

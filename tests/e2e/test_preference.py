@@ -19,8 +19,9 @@ from seektune.data.io import read_jsonl
 from seektune.data.render import render
 from seektune.evaluate import stage as eval_stage
 from seektune.recipe import load_recipe
+from seektune.runs import load_tuned
 from seektune.serve.feedback import FeedbackStore, export_feedback
-from seektune.train import sft
+from seektune.train.run import run as train
 from tests.conftest import FAQ_ROWS, write_recipe
 
 WRONG = {"returns": "You can never return anything.", "shipping": "Shipping is always free of charge.",
@@ -71,7 +72,7 @@ def chosen_and_rejected(model, tokenizer, records) -> tuple[float, float]:
 
 
 def tuned_and_base(run_dir):
-    recipe, loaded, model = eval_stage.load_tuned(run_dir)
+    recipe, loaded, model = load_tuned(run_dir)
     model.eval()
     records = read_jsonl(run_dir / "data" / "train.jsonl")
     tuned = chosen_and_rejected(model, loaded.tokenizer, records)
@@ -82,7 +83,7 @@ def tuned_and_base(run_dir):
 
 def test_dpo_raises_the_chosen_over_rejected_margin_and_eval_scores_the_chosen_answer(tmp_path, tiny_llama,
                                                                                        pairs_file):
-    run_dir = sft.run(_recipe(tmp_path, tiny_llama, pairs_file, "dpo"))
+    run_dir = train(_recipe(tmp_path, tiny_llama, pairs_file, "dpo"))
     (tuned_good, tuned_bad), (base_good, base_bad) = tuned_and_base(run_dir)
     rise = (tuned_good - tuned_bad) - (base_good - base_bad)
     assert rise > 1.0, f"margin rose by {rise:.3f} nats only"
@@ -104,7 +105,7 @@ def test_dpo_raises_the_chosen_over_rejected_margin_and_eval_scores_the_chosen_a
 
 
 def test_orpo_moves_chosen_up_against_rejected(tmp_path, tiny_qwen2, pairs_file):
-    run_dir = sft.run(_recipe(tmp_path, tiny_qwen2, pairs_file, "orpo", "preference.beta=1.0"))
+    run_dir = train(_recipe(tmp_path, tiny_qwen2, pairs_file, "orpo", "preference.beta=1.0"))
     (tuned_good, tuned_bad), (base_good, base_bad) = tuned_and_base(run_dir)
     assert tuned_good > base_good  # orpo's nll term on the chosen answer
     assert (tuned_good - tuned_bad) - (base_good - base_bad) > 1.0
@@ -118,7 +119,7 @@ def test_kto_raises_desirable_and_lowers_undesirable(tmp_path, tiny_llama):
         rows.append({"prompt": row["question"], "completion": _wrong(row), "label": False})
     data = tmp_path / "kto.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    run_dir = sft.run(_recipe(tmp_path, tiny_llama, data, "kto", "data.split.train=1", "data.split.val=0",
+    run_dir = train(_recipe(tmp_path, tiny_llama, data, "kto", "data.split.train=1", "data.split.val=0",
                               "data.split.test=0"))
     (tuned_good, tuned_bad), (base_good, base_bad) = tuned_and_base(run_dir)
     assert tuned_good - base_good > 0.2, "desirable completions did not become more likely"
@@ -147,7 +148,7 @@ def test_feedback_dpo_export_trains_and_an_adapter_trains_on_against_itself(tmp_
 
     split = ["data.split.train=1", "data.split.val=0", "data.split.test=0", "data.dedup.exact=true"]
     recipe = _recipe(tmp_path, tiny_llama, tmp_path / "dpo.jsonl", "dpo", *split, "train.max_steps=2")
-    run_dir = sft.run(recipe)
+    run_dir = train(recipe)
     summary = json.loads((run_dir / "train.json").read_text())
     assert summary["train_rows"] == summary["preference"]["training_rows"] == 5 and summary["steps"] == 2
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
@@ -155,7 +156,7 @@ def test_feedback_dpo_export_trains_and_an_adapter_trains_on_against_itself(tmp_
     # a second round on from that adapter: trl keeps the starting adapter frozen as the reference ...
     again = _recipe(tmp_path / "again", tiny_llama, tmp_path / "dpo.jsonl", "dpo", *split, "train.max_steps=2",
                     f"model.adapter={run_dir / 'adapter'}")
-    second = sft.run(again)
+    second = train(again)
     pref = json.loads((second / "train.json").read_text())["preference"]
     assert pref["reference"] == "the starting adapter (model.adapter), kept frozen"
     assert not (second / "adapter" / "ref").exists()  # ... and drops it before saving the result
@@ -165,9 +166,9 @@ def test_pairs_are_required_for_dpo(tmp_path, tiny_llama, faq_file):
     recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run")
     with pytest.raises(ValueError, match=r"objective dpo needs rows with a rejected answer: 8 of 8 train rows "
                                          r"have none \(first: faq.jsonl:\d+\)"):
-        sft.run(load_recipe(recipe_file, ["objective=dpo"]))
+        train(load_recipe(recipe_file, ["objective=dpo"]))
     with pytest.raises(ValueError, match=r"objective kto needs rows with a true/false label"):
-        sft.run(load_recipe(recipe_file, ["objective=kto"]))
+        train(load_recipe(recipe_file, ["objective=kto"]))
 
 
 def test_full_dpo_checkpoints_atomically_against_a_frozen_copy_and_stops_on_nan(tmp_path, tiny_llama, pairs_file,
@@ -175,7 +176,7 @@ def test_full_dpo_checkpoints_atomically_against_a_frozen_copy_and_stops_on_nan(
     from seektune.train.checkpoint import NonFiniteLoss, is_complete
 
     full = ["method.name=full", "train.max_steps=2", "train.save_steps=1", "train.lr=1e-3"]
-    run_dir = sft.run(_recipe(tmp_path, tiny_llama, pairs_file, "dpo", *full))
+    run_dir = train(_recipe(tmp_path, tiny_llama, pairs_file, "dpo", *full))
     assert [is_complete(run_dir / "checkpoints" / f"checkpoint-{step}") for step in (1, 2)] == [True, True]
     assert (run_dir / "model" / "model.safetensors").is_file()
     summary = json.loads((run_dir / "train.json").read_text())
@@ -184,7 +185,7 @@ def test_full_dpo_checkpoints_atomically_against_a_frozen_copy_and_stops_on_nan(
 
     monkeypatch.setenv("SEEKTUNE_FAULT", "nan@2")
     with pytest.raises(NonFiniteLoss, match="step 2"):
-        sft.run(_recipe(tmp_path / "nan", tiny_llama, pairs_file, "dpo", "train.max_steps=3"))
+        train(_recipe(tmp_path / "nan", tiny_llama, pairs_file, "dpo", "train.max_steps=3"))
     assert (tmp_path / "nan" / "run" / "last-good" / "STEP").read_text() == "1\n"
 
 

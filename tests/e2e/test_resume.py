@@ -58,7 +58,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, tiny_llama, reference, fault
     step = int(fault.split("@")[1])
     if fault.startswith("kill-in-save"):
         assert newest.name == f"checkpoint-{step - 1}"  # the half-written checkpoint is never used
-        assert not (checkpoints / f"checkpoint-{step}").exists()
+        assert not is_complete(checkpoints / f"checkpoint-{step}")  # written, never sealed
     else:
         assert newest.name == f"checkpoint-{step}"
     resumed = _train(recipe, None, "train.resume=auto")

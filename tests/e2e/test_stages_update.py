@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 
 from seektune.cli import app
 from seektune.data.io import read_jsonl
-from seektune.recipe import RecipeError, load_recipe, load_run
-from seektune.train import sft
+from seektune.recipe import RecipeError, load_recipe
+from seektune.runs import load_run
+from seektune.train import pipeline
+from seektune.train.run import run as train
 from tests.conftest import write_recipe
 
 
@@ -36,7 +38,7 @@ def test_continue_stage_starts_from_the_previous_stage_adapter(tmp_path, tiny_ll
         # a vanishing learning rate: whatever stage 2 ends with is what it started from
         {"name": "domain", "train": {"max_steps": 1, "lr": 1e-12}},
     ])
-    run_dir = sft.run(load_recipe(recipe_file))
+    run_dir = train(load_recipe(recipe_file))
     first = _lora(run_dir / "stages" / "01-general" / "adapter")
     second = _lora(run_dir / "stages" / "02-domain" / "adapter")
     assert first.keys() == second.keys()
@@ -75,7 +77,7 @@ def test_merge_stage_trains_a_fresh_adapter_on_merged_weights(tmp_path, tiny_lla
         {"name": "sft", "train": {"max_steps": 4, "lr": 2e-2}},
         {"name": "polish", "carry": "merge", "train": {"max_steps": 1, "lr": 1e-12}},
     ])
-    run_dir = sft.run(load_recipe(recipe_file))
+    run_dir = train(load_recipe(recipe_file))
     polish = run_dir / "stages" / "02-polish"
     assert load_run(polish).model.merge == [str(run_dir / "stages" / "01-sft" / "adapter")]
     trained = json.loads((polish / "train.json").read_text())
@@ -116,8 +118,8 @@ def test_curriculum_orders_rows_easy_to_hard(tmp_path, tiny_llama, faq_file):
     recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run",
                                train__curriculum={"score": "length"})
     recipe = load_recipe(recipe_file)
-    sft.ensure_prepared(recipe)
-    built = sft.build_trainer(recipe)
+    pipeline.ensure_prepared(recipe)
+    built = pipeline.build_trainer(recipe)
     lengths = built.train_set["length"]
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
     assert built.trainer.args.train_sampling_strategy == "sequential"
@@ -153,7 +155,7 @@ NEW_ROWS = [
 def trained_run(tmp_path, tiny_llama, faq_file):
     recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "old", train__max_steps=3,
                                train__lr=2e-2)
-    return sft.run(load_recipe(recipe_file))
+    return train(load_recipe(recipe_file))
 
 
 def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
@@ -167,10 +169,13 @@ def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
                                       "train.max_steps=2"])
     assert result.exit_code == 0, result.output
     assert "before -> after the update" in result.output
-    rows = read_jsonl(out / "data" / "train.jsonl")
+    rows = read_jsonl(out / "data" / "train.replay.jsonl")  # what the update trained on
     replayed = [r for r in rows if r["meta"].get("replay")]
     fresh = [r for r in rows if not r["meta"].get("replay")]
     assert len(replayed) == round(0.5 * len(fresh)) > 0
+    prepared = read_jsonl(out / "data" / "train.jsonl")  # stays as prepare wrote it: the new rows only
+    assert sorted(map(json.dumps, prepared)) == sorted(map(json.dumps, fresh))
+    assert json.loads((out / "train.json").read_text())["train_rows"] == len(rows)
     old_rows = {json.dumps(r["messages"]) for r in read_jsonl(trained_run / "data" / "train.jsonl")}
     assert all(json.dumps(r["messages"]) in old_rows for r in replayed)
     recipe = load_run(out)
@@ -192,7 +197,7 @@ def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
                                      "train.max_steps=1", "update.repeat_new=3"])
     assert again.exit_code == 0, again.output
     second = tmp_path / "old-update-2"
-    rows = read_jsonl(second / "data" / "train.jsonl")
+    rows = read_jsonl(second / "data" / "train.replay.jsonl")
     assert not any(r["meta"].get("replay") for r in rows)
     assert len(rows) == 3 * len(fresh) and len({json.dumps(r) for r in rows}) == len(fresh)  # each new row thrice
     assert not (second / "update.json").read_text().count('"old"')
@@ -217,7 +222,7 @@ def test_serve_feedback_update_round_trip_gives_the_corrected_answer(tmp_path, t
     # full fine-tuning: the tiny model's fixed, near-zero LM head keeps a LoRA from memorising a sentence quickly
     recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "shop", train__max_steps=2,
                                method__name="full")
-    run_dir = sft.run(load_recipe(recipe_file))
+    run_dir = train(load_recipe(recipe_file))
     question = [{"role": "user", "content": "What is the warranty plan called?"}]
     correction = "The warranty plan is called LarkCare."
 

@@ -199,3 +199,29 @@ def test_a_trial_cut_off_by_a_kill_is_marked_interrupted_and_not_counted(tmp_pat
     best = summary["best"]
     assert best["params"]["method.target_modules"] in modules["choices"]
     assert load_recipe(out / "best.yaml").method.target_modules == best["params"]["method.target_modules"]
+
+
+def test_a_dpo_recipe_tunes_through_the_preference_trainer(tmp_path, tiny_llama):
+    """Any objective tunes: DPO trials train with trl's DPOTrainer and are compared on its val loss."""
+    from tests.conftest import FAQ_ROWS
+
+    wrong = "You can never return anything."
+    rows = [{"prompt": r["question"], "chosen": r["answer"], "rejected": wrong, "category": r["category"]}
+            for r in FAQ_ROWS]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows * 2), encoding="utf-8")
+    space = {"preference.beta": {"choices": [0.05, 0.5]}}
+    recipe_file = tune_recipe(tmp_path, tiny_llama, pairs, {"trials": 2, "space": space, "seed": 0},
+                              train__max_steps=2, data__columns=None)
+    summary = tune.run(recipe_file, overrides=["objective=dpo"])
+    out = tmp_path / "run" / "tune"
+    assert [t["state"] for t in summary["trials"]] == ["complete", "complete"]
+    assert {t["params"]["preference.beta"] for t in summary["trials"]} <= {0.05, 0.5}
+    for trial in summary["trials"]:
+        trained = json.loads((out / f"trial-{trial['number']:03d}" / "train.json").read_text())
+        assert trained["objective"] == "dpo" and trained["steps"] == 2
+        assert trained["preference"]["beta"] == trial["params"]["preference.beta"]
+        assert trial["value"] == pytest.approx(trained["eval_loss"])  # DPO's own val loss compares trials
+        assert any("rewards/margins" in entry for entry in trained["log_history"])  # trl's DPO logged it
+    assert summary["best"]["value"] == pytest.approx(min(t["value"] for t in summary["trials"]))
+    assert yaml.safe_load((out / "best.yaml").read_text())["objective"] == "dpo"
