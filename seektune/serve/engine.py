@@ -1,6 +1,6 @@
 """The generation engine behind `seektune serve`: batching, one adapter per request, streaming.
 
-    engine, catalog = load_hf_engine("runs/customer-service", {"v2": Path("runs/cs-v2")}, [Path.cwd()])
+    engine = HFEngine(model, tokenizer, max_batch=8)   # or catalog.load_hf_engine(run_dir, ...)
     await engine.start()
     handle = engine.submit("v2", prompt_ids, SamplingParams(max_tokens=64, temperature=0))
     async for delta in handle.deltas(): ...
@@ -22,102 +22,29 @@ adapter at the head of the queue stops new rows from joining, so the batch drain
 adapter gets the next batch. The queue is a deque under a lock rather than an asyncio
 queue because its consumer is the worker thread.
 
-``--engine vllm`` builds `VLLMEngine` instead: the same interface over vLLM's
-``AsyncLLMEngine``, for CUDA machines with vLLM installed.
+``--engine vllm`` builds `VLLMEngine` instead: the same interface (``generation.Engine``)
+over vLLM's ``AsyncLLMEngine``, for CUDA machines with vLLM installed. Which model and
+adapters an engine holds, and how they are loaded from run directories, is ``catalog.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
-import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from seektune.recipe import RESOLVED_NAME
+from seektune.serve.generation import Delta, EngineError, GenerationHandle, SamplingParams
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-BASE = "base"  # the model id that always means "no adapter"
-
-
-class AdapterNotAllowed(ValueError):
-    """An adapter whose name or directory the server refuses to load."""
-
-
-class EngineError(RuntimeError):
-    """Generation failed inside the engine (not the client's fault)."""
-
-
-# ---------------------------------------------------------------- requests
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    stop: tuple[str, ...] = ()
-    n: int = 1
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature < 1e-5  # below this, logits / temperature overflows: treat as greedy
-
-
-@dataclass
-class Delta:
-    """New text of one choice. ``finish_reason`` is set on a choice's last delta."""
-
-    index: int
-    text: str
-    finish_reason: str | None = None  # "stop" | "length"
-    completion_tokens: int = 0  # tokens generated for this choice so far
-
-
-@dataclass
-class GenerationHandle:
-    """One submitted request: read its deltas, or cancel it (its rows are dropped at the next step)."""
-
-    id: str
-    adapter: str | None
-    prompt_ids: list[int]
-    params: SamplingParams
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def push(self, item: Delta | BaseException | None) -> None:
-        """Deliver from any thread; ``None`` ends the stream."""
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: the server is gone, nobody is listening
-            pass
-
-    async def deltas(self) -> AsyncIterator[Delta]:
-        while True:
-            item = await self.queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise EngineError(f"generation failed: {item}") from item
-            yield item
 
 
 # ---------------------------------------------------------------- text out
@@ -519,105 +446,6 @@ class HFEngine:
                     batch = joined
 
 
-# ---------------------------------------------------------------- loading
-
-
-@dataclass
-class Catalog:
-    """What the server offers: model id -> adapter key (None = no adapter) and its system prompt."""
-
-    default: str
-    routes: dict[str, str | None]
-    system_prompts: dict[str, str | None]
-
-
-def model_id_for(target: str) -> str:
-    """A model id for a run dir or model name: its last path part, made safe."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", Path(target.rstrip("/\\")).name or "model").lstrip("._-")[:64]
-    return name or "model"
-
-
-def adapter_dir_of(run_dir: Path, allowed_run_dirs: list[Path]) -> Path:
-    """The adapter directory inside ``run_dir``, checked: under an allowed directory, safetensors only."""
-    try:
-        resolved = run_dir.resolve(strict=True)
-    except (OSError, RuntimeError) as err:
-        raise AdapterNotAllowed(f"adapter run directory {run_dir} does not exist") from err
-    adapter = resolved / "adapter" if (resolved / "adapter" / "adapter_config.json").is_file() else resolved
-    weights = adapter / "adapter_model.safetensors"
-    if not (adapter / "adapter_config.json").is_file() or not weights.is_file():
-        raise AdapterNotAllowed(
-            f"{run_dir} holds no PEFT adapter in safetensors form (adapter_config.json + adapter_model.safetensors); "
-            ".bin adapters are refused because loading them can run code")
-    roots = [Path(d).resolve() for d in allowed_run_dirs]
-    for path in (resolved, adapter.resolve(), weights.resolve()):  # symlinks resolved: no escape by link
-        if not any(path.is_relative_to(root) for root in roots):
-            raise AdapterNotAllowed(
-                f"{run_dir} resolves to {path}, outside the allowed run directories "
-                f"({', '.join(map(str, roots))}); pass --allowed-run-dir to widen them")
-    return adapter
-
-
-def check_adapters(adapters: dict[str, Path], allowed_run_dirs: list[Path], taken: set[str]) -> dict[str, Path]:
-    """name -> adapter directory, every name and directory checked before anything is loaded."""
-    checked = {}
-    for name, run_dir in adapters.items():
-        if not isinstance(name, str) or not MODEL_NAME.match(name):
-            raise AdapterNotAllowed(f"adapter name {name!r} is not allowed: use letters, digits, '.', '_', '-' "
-                                    "(up to 64, starting with a letter or digit)")
-        if name in taken:
-            raise AdapterNotAllowed(f"adapter name {name!r} is already used by the served model")
-        checked[name] = adapter_dir_of(Path(run_dir), allowed_run_dirs)
-    return checked
-
-
-def _system_prompt(run_dir: Path) -> str | None:
-    if (run_dir / RESOLVED_NAME).is_file():
-        from seektune.recipe import load_run
-
-        return load_run(run_dir).data.system_prompt
-    return None
-
-
-def load_hf_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: list[Path], *,
-                   max_batch: int = 8, batch_wait_ms: float = 10,
-                   on_step: Callable[[int], None] | None = None) -> tuple[HFEngine, Catalog]:
-    """Load the target (a run dir: base + its adapter, or its full model; or any model) and the adapters.
-
-    The base is loaded once; every adapter is attached to it with PEFT and chosen per batch.
-    """
-    from peft import PeftModel
-
-    run_dir = Path(target)
-    default = model_id_for(target)
-    is_run = (run_dir / RESOLVED_NAME).is_file()
-    checked = check_adapters(adapters, allowed_run_dirs, {default, BASE})
-    if is_run:
-        from seektune.evaluate.stage import load_tuned
-
-        recipe, loaded, model = load_tuned(run_dir)
-        if isinstance(model, PeftModel):
-            routes = {default: "default", BASE: None}  # load_tuned names the run's adapter "default"
-        else:  # a full fine-tune: the tuned weights are the model; the base is not kept in memory
-            routes = {default: None}
-        prompts = {default: recipe.data.system_prompt, BASE: recipe.data.system_prompt}
-    else:
-        from seektune.models.load import load_model
-
-        loaded = load_model(target)
-        model = loaded.model
-        routes, prompts = {default: None, BASE: None}, {}
-    for name, adapter_dir in checked.items():
-        if isinstance(model, PeftModel):
-            model.load_adapter(adapter_dir, adapter_name=name)
-        else:
-            model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=name)
-        routes[name] = name
-        prompts[name] = _system_prompt(Path(adapters[name]))
-    engine = HFEngine(model, loaded.tokenizer, max_batch=max_batch, batch_wait_ms=batch_wait_ms, on_step=on_step)
-    return engine, Catalog(default, routes, {k: prompts.get(k) for k in routes})
-
-
 # ---------------------------------------------------------------- vLLM
 
 
@@ -679,42 +507,3 @@ class VLLMEngine:
         finally:
             self.active_requests -= 1
             handle.queue.put_nowait(None)
-
-
-def load_vllm_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: list[Path], *,
-                     max_batch: int = 8) -> tuple[VLLMEngine, Catalog]:
-    """vLLM's engine for a run dir (base + its LoRA adapter, or its full model) or a model, plus the adapters.
-    vLLM runs its own batching, so the batch-size histogram stays empty."""
-    if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
-        raise RuntimeError("--engine vllm needs a CUDA GPU and the vllm package (pip install vllm); "
-                           "this machine has " + ("no vllm" if importlib.util.find_spec("vllm") is None else "no CUDA")
-                           + ". Use --engine hf (the default) instead.")
-    from seektune.models.load import family_of, load_tokenizer, resolve_model_path
-
-    run_dir = Path(target)
-    default = model_id_for(target)
-    checked = check_adapters(adapters, allowed_run_dirs, {default, BASE})
-    prompts: dict[str, str | None] = {}
-    if (run_dir / RESOLVED_NAME).is_file():
-        from seektune.recipe import load_run
-
-        recipe = load_run(run_dir)
-        if (run_dir / "adapter" / "adapter_config.json").is_file():
-            base_name, routes = recipe.model.name, {default: default, BASE: None}
-            checked = {default: run_dir / "adapter", **checked}
-        else:
-            base_name, routes = str(run_dir / "model"), {default: None}
-        chat_template = recipe.model.chat_template
-        prompts = {default: recipe.data.system_prompt, BASE: recipe.data.system_prompt}
-    else:
-        base_name, routes, chat_template = target, {default: None, BASE: None}, None
-    path = resolve_model_path(base_name)
-    tokenizer = load_tokenizer(path, family_of(base_name, path), chat_template)
-    for name in adapters:
-        routes[name], prompts[name] = name, _system_prompt(Path(adapters[name]))
-    import json
-
-    context = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings") \
-        if (Path(path) / "config.json").is_file() else None
-    engine = VLLMEngine(path, tokenizer, checked, max_batch=max_batch, context_length=context)
-    return engine, Catalog(default, routes, {k: prompts.get(k) for k in routes})
