@@ -1,13 +1,20 @@
-"""The data card: what happened to every row, as ``card.json`` and a self-contained ``card.html``."""
+"""The data card: what happened to every row, as ``card.json`` and a self-contained ``card.html``.
+
+    seektune prepare examples/customer-service/recipe.yaml     # writes <run>/data/card.json and card.html
+
+``prepare`` fills the card; this module measures token lengths, draws the plots and renders
+the page from ``templates/card.html.j2`` (autoescaped: row texts are data and may hold markup).
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-from pathlib import Path
 from typing import Any
+
+from seektune.data.pages import png_data_uri, pyplot, render
+from seektune.runs import RunDir
+
+CARD_DPI = 90
 
 
 def length_stats(lengths: list[int], bins: int = 20) -> dict[str, Any]:
@@ -30,18 +37,9 @@ def length_stats(lengths: list[int], bins: int = 20) -> dict[str, Any]:
     }
 
 
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def _plots(card: dict[str, Any]) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """(title, inline PNG) of the token-length histograms per split and the category balance."""
+    plt = pyplot()
     plots = []
     splits = {k: v for k, v in card["splits"].items() if v["tokens"].get("count")}
     if splits:
@@ -51,7 +49,7 @@ def _plots(card: dict[str, Any]) -> list[tuple[str, str]]:
             axis.bar(hist["edges"][:-1], hist["counts"], width=hist["edges"][1] - hist["edges"][0], align="edge")
             axis.set_title(f"{name}: tokens per row")
             axis.set_xlabel("tokens")
-        plots.append(("Token lengths per split", _png(fig)))
+        plots.append(("Token lengths per split", png_data_uri(fig, CARD_DPI)))
         plt.close(fig)
     categories = card.get("categories") or {}
     if any(categories.values()):
@@ -65,60 +63,40 @@ def _plots(card: dict[str, Any]) -> list[tuple[str, str]]:
         axis.legend()
         axis.set_title("rows per category")
         axis.tick_params(axis="x", rotation=45)
-        plots.append(("Category balance", _png(fig)))
+        plots.append(("Category balance", png_data_uri(fig, CARD_DPI)))
         plt.close(fig)
     return plots
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _tables(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's tables as rows of values; ``card.html.j2`` lays them out and escapes every cell."""
+    reasons = []
+    for key, rows in card["rejected_by_reason"].items():
+        step, _, reason = key.partition("/")
+        reasons.append([step, reason, rows])
+    return {
+        "steps": [[s["step"], s["rows"], s.get("note", "")] for s in card["steps"]],
+        "reasons": reasons,
+        "cleaning": list((card.get("clean_changed") or {}).items()),
+        "clusters": [[c["kept"], ", ".join(c["removed"]), c["example"]] for c in card["duplicates"]["clusters"]],
+        "leakage_removed": bool(card.get("leakage_removed")),
+        "leaks": [[leak["split"], leak["origin"], f"{leak['other_split']} {leak['other_origin']}", leak["kind"],
+                   f"{leak['similarity']:.3f}"] for leak in card["leakage"][:50]],
+        "splits": [[name, info["rows"], f"{info['tokens'].get('mean', 0):.1f}", info["tokens"].get("p50", "-"),
+                    info["tokens"].get("p95", "-"), info["tokens"].get("max", "-")]
+                   for name, info in card["splits"].items()],
+        "extremes": [(title, [[r["tokens"], r["origin"], r["text"]] for r in card[key]])
+                     for key, title in (("longest", "Longest rows"), ("shortest", "Shortest rows")) if card.get(key)],
+    }
 
 
 def render_html(card: dict[str, Any]) -> str:
-    parts = ["<h1>Data card</h1>"]
-    acc = card["accounting"]
-    parts.append(
-        f"<p>read {acc['read']} rows, added {acc['added']} (document chunks, augmentation, up-sampling); "
-        f"kept {acc['kept']}, rejected {acc['rejected']}. kept + rejected = read + added.</p>"
-    )
-    parts.append("<h2>Rows after each step</h2>" + _table(["step", "rows", "note"],
-                 [[s["step"], s["rows"], s.get("note", "")] for s in card["steps"]]))
-    if card["rejected_by_reason"]:
-        parts.append("<h2>Rejected rows by reason</h2>" + _table(
-            ["step", "reason", "rows"], [[k.split("/")[0], k.split("/")[1], v] for k, v in card["rejected_by_reason"].items()]))
-    if card.get("clean_changed"):
-        parts.append("<h2>Cleaning</h2>" + _table(["step", "rows changed"], list(card["clean_changed"].items())))
-    dup = card["duplicates"]
-    parts.append(f"<h2>Duplicates</h2><p>exact: {dup['exact']}, near: {dup['near']}, clusters: {dup['cluster_count']}</p>")
-    if dup["clusters"]:
-        parts.append(_table(["kept", "removed", "example"],
-                            [[c["kept"], ", ".join(c["removed"]), c["example"]] for c in dup["clusters"]]))
-    leaks = card["leakage"]
-    parts.append(f"<h2>Leakage audit</h2><p>{len(leaks)} val/test rows duplicate an earlier split"
-                 f"{' (removed)' if card.get('leakage_removed') else ''}.</p>")
-    if leaks:
-        parts.append(_table(["split", "row", "duplicates", "kind", "similarity"],
-                            [[l["split"], l["origin"], f"{l['other_split']} {l['other_origin']}", l["kind"],
-                              f"{l['similarity']:.3f}"] for l in leaks[:50]]))
-    parts.append("<h2>Splits</h2>" + _table(
-        ["split", "rows", "mean tokens", "p50", "p95", "max"],
-        [[name, info["rows"], f"{info['tokens'].get('mean', 0):.1f}", info["tokens"].get("p50", "-"),
-          info["tokens"].get("p95", "-"), info["tokens"].get("max", "-")] for name, info in card["splits"].items()]))
-    for title, src in _plots(card):
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{src}'>")
-    for key, title in (("longest", "Longest rows"), ("shortest", "Shortest rows")):
-        if card.get(key):
-            parts.append(f"<h2>{title}</h2>" + _table(["tokens", "origin", "text"],
-                                                      [[r["tokens"], r["origin"], r["text"]] for r in card[key]]))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:left;vertical-align:top;max-width:600px}th{background:#f3f3f3}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>seektune data card</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    """The data card as one self-contained page (``templates/card.html.j2``)."""
+    return render("card.html.j2", card=card, tables=_tables(card), plots=_plots(card))
 
 
-def write_card(card: dict[str, Any], data_dir: Path) -> None:
-    (data_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-    (data_dir / "card.html").write_text(render_html(card), encoding="utf-8")
+def write_card(card: dict[str, Any], run: RunDir) -> None:
+    """Write ``card.json`` and ``card.html`` of ``run``."""
+    run.data.mkdir(parents=True, exist_ok=True)
+    run.card_json.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    run.card_html.write_text(render_html(card), encoding="utf-8")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import math
@@ -34,13 +33,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from seektune.data.pages import render
+from seektune.runs import RunDir
+
 DEFAULT_CRITERIA: tuple[str, ...] = ("accuracy", "relevance", "completeness", "helpfulness", "safety")
 SCALE = (1, 5)
 SYSTEMS: tuple[str, str] = ("base", "tuned")
 POSITIONS: tuple[str, str] = ("1", "2")
 PREFERENCES = ("1", "2", "tie")
 KEY_NAME = "key.json"
-RESULTS_NAME = "results.json"
+RESULTS_NAME = "results.json"  # in the run's human_eval/ (RunDir.human_results)
 README_NAME = "README.txt"
 
 # Shown to raters; must never hint at which system wrote an answer.
@@ -181,8 +183,8 @@ def _prepare_out_dir(out_dir: Path, force: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _read_system_labels(run_dir: Path) -> dict[str, str]:
-    path = run_dir / "eval" / "metrics.json"
+def _read_system_labels(run: RunDir) -> dict[str, str]:
+    path = run.metrics
     if not path.is_file():
         return {}
     try:
@@ -193,7 +195,7 @@ def _read_system_labels(run_dir: Path) -> dict[str, str]:
 
 
 def export_sheets(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     raters: int = 3,
     seed: int = 0,
     max_items: int | None = None,
@@ -206,11 +208,11 @@ def export_sheets(
     agreement can be measured). Refuses, with FileExistsError, to replace a folder that
     already holds filled sheets or results unless ``force``.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     criteria = _check_criteria(criteria)
     if not isinstance(raters, int) or raters < 1:
         raise ValueError(f"raters must be a whole number >= 1, got {raters!r}")
-    samples = load_samples(run_dir / "eval" / "samples.jsonl")
+    samples = load_samples(run.samples)
     if max_items is not None:
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
@@ -218,7 +220,7 @@ def export_sheets(
             chosen = random.Random(f"seektune-human-eval:{seed}:select").sample(range(len(samples)), max_items)
             samples = [samples[i] for i in sorted(chosen)]
     ids = _item_ids(samples, seed)
-    out_dir = run_dir / "human_eval"
+    out_dir = run.human_eval
     _prepare_out_dir(out_dir, force)
 
     key: dict[str, Any] = {
@@ -226,8 +228,8 @@ def export_sheets(
         "seed": seed,
         "criteria": criteria,
         "scale": list(SCALE),
-        "samples": str(Path("eval") / "samples.jsonl"),
-        "system_labels": _read_system_labels(run_dir),
+        "samples": str(run.samples.relative_to(run.path)),
+        "system_labels": _read_system_labels(run),
         "items": {},
         "raters": {},
     }
@@ -258,7 +260,7 @@ def export_sheets(
     key_path = out_dir / KEY_NAME
     key_path.write_text(json.dumps(key, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     readme = out_dir / README_NAME
-    readme.write_text(_readme(run_dir, raters, len(samples), criteria, seed), encoding="utf-8")
+    readme.write_text(_readme(run.path, raters, len(samples), criteria, seed), encoding="utf-8")
     return [*written, key_path, readme]
 
 
@@ -274,91 +276,21 @@ def _write_csv(path: Path, rater: str, items: list[dict[str, Any]], criteria: li
     return path
 
 
-_HTML_STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 1.5em auto;
-       padding: 0 1em; color: #1d1d1f; }
-h1 { font-size: 1.5em; margin-bottom: .2em; }
-.instructions { background: #f4f6fa; border: 1px solid #ccd3e0; border-radius: 6px; padding: .6em 1.2em; }
-.important { font-weight: 600; }
-.item { border-top: 3px solid #44546a; margin-top: 2em; padding-top: .5em; break-inside: avoid-page; }
-.item h2 { font-size: 1.2em; margin: .2em 0 .6em; }
-.item-id { font: 12px ui-monospace, monospace; color: #666; font-weight: normal; margin-left: .8em; }
-h3 { font-size: .95em; margin: .8em 0 .3em; text-transform: uppercase; letter-spacing: .03em; color: #44546a; }
-.text { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; padding: .5em .7em; border-radius: 4px;
-        border: 1px solid #ddd; }
-.reference .text { background: #fbf8ec; border-color: #e6dcb4; }
-.answers { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
-table { border-collapse: collapse; margin-top: .8em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
-td.scale label { margin-right: .5em; white-space: nowrap; }
-textarea { width: 100%; min-height: 3em; box-sizing: border-box; }
-@media print { body { max-width: none; font-size: 11pt; } .answers { grid-template-columns: 1fr 1fr; }
-               .instructions { break-after: page; } }
-"""
-
-
-def _radios(name: str, values: Sequence[str]) -> str:
-    return "".join(f'<label><input type="radio" name="{html.escape(name)}" value="{html.escape(v)}"> '
-                   f"{html.escape(v)}</label>" for v in values)
-
-
 def _write_html(path: Path, rater: str, items: list[dict[str, Any]], criteria: list[str]) -> Path:
-    e = html.escape
-    csv_name = e(sheet_name(rater, "csv"))
-    scale = [str(v) for v in range(SCALE[0], SCALE[1] + 1)]
-    help_rows = "".join(f"<tr><th>{e(c)}</th><td>{e(CRITERION_HELP.get(c, ''))}</td></tr>" for c in criteria)
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>Answer rating sheet, rater {e(rater)}</title>", f"<style>{_HTML_STYLE}</style>", "</head>", "<body>",
-        f"<h1>Answer rating sheet, rater {e(rater)}</h1>",
-        '<div class="instructions">',
-        f'<p class="important">Record your ratings in the file {csv_name}: only that CSV file is collected. '
-        "The buttons and boxes on this page are a reading and printing aid; nothing you click here is saved.</p>",
-        "<ol>",
-        "<li>Each item shows a question, a <em>reference answer</em> (a known-good reply, "
-        "shown so that you can check facts; it is not one of the answers you rate) and two answers, "
-        "<em>Answer 1</em> and <em>Answer 2</em>, written by two different assistants.</li>",
-        f"<li>In {csv_name}, find the row with the same <code>item_no</code> and <code>item_id</code>. Give each "
-        f"answer a whole number from {SCALE[0]} (very poor) to {SCALE[1]} (excellent) for every criterion below, "
-        "in the columns <code>answer1_&lt;criterion&gt;</code> and <code>answer2_&lt;criterion&gt;</code>. "
-        "Leave a cell empty only if you cannot judge it.</li>",
-        "<li>In <code>preferred</code> write <code>1</code>, <code>2</code> or <code>tie</code>; use "
-        "<code>comment</code> for anything worth telling us.</li>",
-        "<li>Which assistant is Answer 1 changes at random from item to item. Judge the content only, "
-        "not the position or the length of an answer.</li>",
-        "<li>Do not change the <code>rater</code>, <code>item_no</code> or <code>item_id</code> columns. "
-        "Save the file as CSV (UTF-8) and send it back.</li>",
-        "</ol>",
-        f"<table><tr><th>criterion</th><th>what to ask ({SCALE[0]} = very poor, {SCALE[1]} = excellent)</th></tr>"
-        f"{help_rows}</table>",
-        "</div>",
-    ]
-    for item in items:
-        prefix = f"{item['item_id']}-"
-        rows = "".join(
-            f"<tr><th>{e(c)}</th>"
-            + "".join(f'<td class="scale">{_radios(f"{prefix}answer{p}_{c}", scale)}</td>' for p in POSITIONS)
-            + "</tr>"
-            for c in criteria
-        )
-        reference = item["reference"] or "(no reference answer)"
-        parts += [
-            f'<section class="item" id="item-{item["item_no"]}">',
-            f'<h2>Item {item["item_no"]}<span class="item-id">item_id {e(item["item_id"])}</span></h2>',
-            f'<div class="question"><h3>Question</h3><p class="text">{e(item["question"])}</p></div>',
-            '<div class="reference"><h3>Reference answer (for checking; not rated)</h3>'
-            f'<p class="text">{e(reference)}</p></div>',
-            '<div class="answers">',
-            *(f'<div class="answer"><h3>Answer {p}</h3><p class="text">{e(text)}</p></div>'
-              for p, text in zip(POSITIONS, item["answers"])),
-            "</div>",
-            f"<table><tr><th>criterion</th><th>Answer 1</th><th>Answer 2</th></tr>{rows}</table>",
-            f'<p><strong>preferred</strong> {_radios(prefix + "preferred", PREFERENCES)}</p>',
-            f'<p><strong>comment</strong><br><textarea name="{e(prefix)}comment"></textarea></p>',
-            "</section>",
-        ]
-    parts += ["</body>", "</html>", ""]
-    path.write_text("\n".join(parts), encoding="utf-8")
+    """The printable sheet (``templates/human_sheet.html.j2``): the same items as the CSV, texts exact and escaped."""
+    page = render(
+        "human_sheet.html.j2",
+        rater=rater,
+        csv_name=sheet_name(rater, "csv"),
+        scale=[str(v) for v in range(SCALE[0], SCALE[1] + 1)],
+        low=SCALE[0],
+        high=SCALE[1],
+        criteria=[(c, CRITERION_HELP.get(c, "")) for c in criteria],
+        positions=POSITIONS,
+        preferences=PREFERENCES,
+        items=[{**item, "answers": list(zip(POSITIONS, item["answers"]))} for item in items],
+    )
+    path.write_text(page, encoding="utf-8")
     return path
 
 
@@ -490,13 +422,13 @@ def _agreement(scores: dict[tuple[str, str, str, str], int], raters: list[str], 
     return alpha, None
 
 
-def import_sheets(run_dir: str | Path, sheet_paths: Sequence[str | Path]) -> dict[str, Any]:
+def import_sheets(run_dir: str | Path | RunDir, sheet_paths: Sequence[str | Path]) -> dict[str, Any]:
     """Check, un-blind and summarise filled sheets; returns the results also written to ``human_eval/results.json``.
 
     Any subset of raters may be imported. A malformed cell, an unknown rater or item_id, or
     an item rated twice by the same rater raises ValueError naming the file and line.
     """
-    out_dir = Path(run_dir) / "human_eval"
+    out_dir = RunDir(run_dir).human_eval
     key_path = out_dir / KEY_NAME
     if not key_path.is_file():
         raise FileNotFoundError(f"{key_path} not found: the un-blinding key is written by "
@@ -591,8 +523,8 @@ def format_results(results: dict[str, Any]) -> str:
     def number(value: float | None, digits: int = 2) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{results['raters']} rater(s), {results['items']} item(s), {results['rated_cells']} scores "
-             f"({results['empty_cells']} empty)", f"{'criterion':<14}{'base':>7}{'tuned':>7}{'alpha':>8}"]
+    lines = [(f"{results['raters']} rater(s), {results['items']} item(s), {results['rated_cells']} scores "
+              f"({results['empty_cells']} empty)"), f"{'criterion':<14}{'base':>7}{'tuned':>7}{'alpha':>8}"]
     for criterion in [*results["criteria"], "overall"]:
         alpha = "" if criterion == "overall" else number(results["alpha"][criterion], 3)
         lines.append(f"{criterion:<14}{number(results['systems']['base'][criterion]):>7}"

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from seektune.evaluate.report import fmt, write_report
-from tests.unit.test_report import make_fake_run
+from seektune.data.card import write_card
+from seektune.evaluate.figures import fmt
+from seektune.evaluate.human import export_sheets
+from seektune.evaluate.report import compare_runs, write_report
+from seektune.runs import RunDir
+from tests.unit.test_report import FULL_CARD, SCRIPT, make_fake_run
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -50,6 +54,7 @@ def test_report_opens_cleanly_in_chromium(tmp_path):
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url} ({r.failure})"))
+            page.on("dialog", lambda d: problems.append(f"dialog: {d.message}"))  # an answer's script ran
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto(html_path.resolve().as_uri(), wait_until="load")
@@ -61,6 +66,9 @@ def test_report_opens_cleanly_in_chromium(tmp_path):
             assert "ROUGE-L" in table and tuned_rouge in table
             if page.query_selector("#win-rate"):
                 assert page.is_visible("#win-rate svg rect")
+            if not real_run:  # the fake run's model output holds a script: the page shows it as text
+                assert SCRIPT in page.inner_text("#rows")
+                assert page.eval_on_selector_all("script", "nodes => nodes.length") == 0
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
@@ -74,3 +82,33 @@ def test_report_opens_cleanly_in_chromium(tmp_path):
 def _tuned_rouge_text(run: Path) -> str:
     metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))
     return fmt("rougeL", metrics["tuned"]["rougeL"])
+
+
+def test_compare_card_and_rating_sheet_open_cleanly(tmp_path):
+    """The other pages: no console error, no request off the file, no dialog; charts load; hostile text stays text."""
+    chromium = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    run = make_fake_run(tmp_path / "run")
+    compare_runs([run, make_fake_run(tmp_path / "other")], tmp_path / "compare.html")
+    write_card(FULL_CARD, RunDir(run))
+    export_sheets(run, raters=1, force=True)  # the fake run already holds human-eval results
+    pages = {tmp_path / "compare.html": ("#compare-chart-img", "Run comparison"),
+             RunDir(run).card_html: ("img", SCRIPT),
+             RunDir(run).human_eval / "sheet-r1.html": (None, SCRIPT)}
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("dialog", lambda d: problems.append(f"dialog: {d.message}"))
+            page.on("request", lambda r: None if r.url.startswith(("file://", "data:")) else problems.append(r.url))
+            for path, (image, text) in pages.items():
+                page.goto(path.resolve().as_uri(), wait_until="load")
+                if image:
+                    assert page.eval_on_selector(image, "img => img.complete ? img.naturalWidth : 0") > 0, path
+                assert text in page.inner_text("body"), path
+        finally:
+            browser.close()
+    assert problems == []

@@ -12,7 +12,8 @@ import krippendorff
 import numpy as np
 import pytest
 
-from seektune.evaluate.human import DEFAULT_CRITERIA, export_sheets, import_sheets, sheet_columns
+from seektune.evaluate.human import DEFAULT_CRITERIA, export_sheets, import_sheets, score_columns, sheet_columns
+from tests.unit.test_report import assert_self_contained
 
 # Texts avoid the words the blinding test looks for, so any hit would come from the sheet itself.
 SAMPLES = [
@@ -154,15 +155,32 @@ def test_sheets_never_name_the_systems(exported):
 
 def test_html_is_escaped_self_contained_and_points_to_the_csv(exported):
     run, _ = exported
-    page = (run / "human_eval" / "sheet-r2.html").read_text(encoding="utf-8")
-    assert "<script" not in page.lower()
-    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; more" in page
-    assert not re.search(r"(src|href)\s*=|https?://|@import|<link", page, re.IGNORECASE)
-    assert "sheet-r2.csv" in page and "only that CSV file is collected" in page
-    assert "Reference answer" in page and "Answer 1" in page and "Answer 2" in page
-    assert page.count('<section class="item"') == 6
-    assert "退款在5天内到账。" in page
-    assert "- Gift wrap costs $3.\n- Pick it at checkout." in page  # exact text, not spreadsheet-guarded
+    doc = assert_self_contained((run / "human_eval" / "sheet-r2.html").read_text(encoding="utf-8"))
+    instructions = doc.find_all("div", cls="instructions")[0].text
+    assert "Record your ratings in the file sheet-r2.csv: only that CSV file is collected." in instructions
+    assert [row[0] for row in doc.find_all("table")[0].table()[1:]] == list(DEFAULT_CRITERIA)
+
+    # The page shows the CSV's items in the CSV's order, with the exact texts (no spreadsheet guard).
+    items = doc.find_all("section", cls="item")
+    rows = read_csv(run / "human_eval" / "sheet-r2.csv")
+    assert len(items) == len(rows) == 6
+    for item, row in zip(items, rows):
+        assert item.find_all("h2")[0].text.startswith(f"Item {row['item_no']}")
+        assert item.find_all("span", cls="item-id")[0].text == f"item_id {row['item_id']}"
+        question, reference, *answers = [p.raw_text for p in item.find_all("p", cls="text")]
+        assert [question, reference] == [row["question"], row["reference"]]
+        sample = next(s for s in SAMPLES if s["question"] == question)
+        assert sorted(answers) == sorted([sample["base"], sample["tuned"]])
+        assert [a.lstrip("'") for a in (row["answer1"], row["answer2"])] == answers
+        # The buttons mirror the CSV's columns: a 1-5 choice per answer and criterion, then the preference.
+        names = {(i.attrs["name"], i.attrs["value"]) for i in item.find_all("input")}
+        expected = {(f"{row['item_id']}-{column}", str(v)) for column in score_columns(DEFAULT_CRITERIA)
+                    for v in range(1, 6)}
+        assert names == expected | {(f"{row['item_id']}-preferred", v) for v in ("1", "2", "tie")}
+    shown = {p.raw_text for p in doc.find_all("p", cls="text")}
+    assert '<script>alert("pwned")</script> & more' in shown  # model output is text on the page, never markup
+    assert "退款在5天内到账。" in shown
+    assert "- Gift wrap costs $3.\n- Pick it at checkout." in shown and "=1+1" in shown
 
 
 def test_csv_text_that_looks_like_a_formula_is_guarded(exported):
@@ -254,7 +272,7 @@ def test_import_unblinds_means_preferences_and_high_agreement(exported):
         for criterion in DEFAULT_CRITERIA:
             assert results["systems"][system][criterion] == pytest.approx(expected[system][criterion])
         assert results["systems"][system]["overall"] == pytest.approx(np.mean(list(expected[system].values())))
-    assert results["systems"]["tuned"]["overall"] > 4 > 2 > results["systems"]["base"]["overall"]
+    assert results["systems"]["tuned"]["overall"] > 4 and results["systems"]["base"]["overall"] < 2
     assert results["preference"] == {"tuned": 18, "base": 0, "tie": 0}
     assert results["alpha"] == {c: pytest.approx(1.0) for c in DEFAULT_CRITERIA}
     assert (results["raters"], results["items"]) == (3, 6)
