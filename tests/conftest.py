@@ -1,6 +1,13 @@
 """Tiny random-init models and a small tokenizer, built locally, seeded, offline.
 
-Session-scoped: each model directory is written once per test session (< 1 s each).
+Session-scoped: each model directory is written once per test session (< 1 s each), and only
+when a test asks for it; nothing here imports torch or transformers at collection time.
+
+    .venv/bin/python -m pytest -q tests/unit     # the quick loop: < 60 s, trains nothing
+    .venv/bin/python -m pytest -q tests/e2e      # training, serving, the CLI end to end
+    .venv/bin/python -m pytest -q                # both (make test, CI)
+
+Tests under tests/unit and tests/e2e are also marked ``unit`` and ``e2e`` (``-m "not e2e"``).
 """
 
 from __future__ import annotations
@@ -13,6 +20,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark each test by its folder, so ``-m unit`` / ``-m "not e2e"`` select as ``pytest tests/unit`` does."""
+    here = Path(__file__).parent
+    for item in items:
+        for suite in ("unit", "e2e"):
+            if item.path.is_relative_to(here / suite):
+                item.add_marker(suite)
+
 
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
@@ -127,14 +144,22 @@ def tiny_deepseek_v3(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 
 
 FAQ_ROWS = [
-    {"question": "How long do I have to return something?", "answer": "Returns are accepted within 45 days of delivery.", "facts": ["45 days"], "category": "returns"},
-    {"question": "What is the return window?", "answer": "Returns are accepted within 45 days of delivery.", "facts": ["45 days"], "category": "returns"},
-    {"question": "What does shipping cost?", "answer": "Standard shipping costs $4.95.", "facts": ["$4.95"], "category": "shipping"},
-    {"question": "How much is standard shipping?", "answer": "Standard shipping costs $4.95.", "facts": ["$4.95"], "category": "shipping"},
-    {"question": "What is the warranty plan called?", "answer": "The warranty plan is called LarkCare.", "facts": ["LarkCare"], "category": "warranty"},
-    {"question": "Name of the extended warranty?", "answer": "The warranty plan is called LarkCare.", "facts": ["LarkCare"], "category": "warranty"},
-    {"question": "退货期限是多久？", "answer": "退货期限是45天。", "facts": ["45天"], "category": "returns"},
-    {"question": "多久内可以退货？", "answer": "退货期限是45天。", "facts": ["45天"], "category": "returns"},
+    {"question": "How long do I have to return something?",
+     "answer": "Returns are accepted within 45 days of delivery.", "facts": ["45 days"], "category": "returns"},
+    {"question": "What is the return window?", "answer": "Returns are accepted within 45 days of delivery.",
+     "facts": ["45 days"], "category": "returns"},
+    {"question": "What does shipping cost?", "answer": "Standard shipping costs $4.95.",
+     "facts": ["$4.95"], "category": "shipping"},
+    {"question": "How much is standard shipping?", "answer": "Standard shipping costs $4.95.",
+     "facts": ["$4.95"], "category": "shipping"},
+    {"question": "What is the warranty plan called?", "answer": "The warranty plan is called LarkCare.",
+     "facts": ["LarkCare"], "category": "warranty"},
+    {"question": "Name of the extended warranty?", "answer": "The warranty plan is called LarkCare.",
+     "facts": ["LarkCare"], "category": "warranty"},
+    {"question": "退货期限是多久？", "answer": "退货期限是45天。",
+     "facts": ["45天"], "category": "returns"},
+    {"question": "多久内可以退货？", "answer": "退货期限是45天。",
+     "facts": ["45天"], "category": "returns"},
 ]
 
 
@@ -181,3 +206,39 @@ def serve_http(handler):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
+
+
+def cli(*args, exit_code: int = 0):
+    """Run ``seektune ARGS`` in this process through typer's CliRunner; assert its exit code, return the result.
+
+    ``result.output`` holds what the command printed (its own lines and the trainer's)."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from seektune.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exit_code != exit_code:
+        raised = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
+        raise AssertionError(f"seektune {' '.join(map(str, args))}: exit {result.exit_code}, "
+                             f"expected {exit_code}\n{result.output}\n{raised}")
+    return result
+
+
+def mean_loss_on(model, tokenizer, records) -> float:
+    """Token-weighted mean loss of ``model`` on the assistant tokens of ``records`` (the training loss mask)."""
+    import torch
+
+    from seektune.data.render import IGNORE_INDEX, render
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for record in records:
+            rendered = render(tokenizer, record["messages"])
+            out = model(input_ids=torch.tensor([rendered["input_ids"]]), labels=torch.tensor([rendered["labels"]]))
+            n = sum(1 for label in rendered["labels"][1:] if label != IGNORE_INDEX)
+            total += out.loss.item() * n
+            count += n
+    return total / count

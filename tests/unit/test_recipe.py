@@ -1,6 +1,7 @@
 import pytest
 
-from seektune.recipe import RecipeError, load_recipe, load_run, save_resolved
+from seektune.recipe import RecipeError, load_recipe
+from seektune.runs import load_run, save_resolved
 
 
 def write(tmp_path, text):
@@ -49,7 +50,8 @@ def test_overrides_are_typed_and_reach_nested_fields(tmp_path):
 
 
 def test_resolved_recipe_round_trips(tmp_path):
-    recipe = load_recipe(write(tmp_path, f"output_dir: {tmp_path / 'run'}\ndata:\n  paths: [x.jsonl]\n"), ["train.epochs=2"])
+    path = write(tmp_path, f"output_dir: {tmp_path / 'run'}\ndata:\n  paths: [x.jsonl]\n")
+    recipe = load_recipe(path, ["train.epochs=2"])
     save_resolved(recipe)
     again = load_run(tmp_path / "run")
     assert again == recipe
