@@ -394,7 +394,8 @@ def record_late_rejects(run: RunDir, stage: str, rejects: list[Reject]) -> dict[
             summary["rejected"] += change
         else:
             derived[split] = derived.get(split, 0) + change
-    if not derived:
+    summary["derived_rejects"] = {split: n for split, n in derived.items() if n}
+    if not summary["derived_rejects"]:
         summary.pop("derived_rejects")
     counted = [r for r in everything if ":" not in r["step"] or r["step"].split(":", 1)[1] in summary["splits"]]
     summary["rejected_by_reason"] = dict(Counter(r["reason"] for r in counted))

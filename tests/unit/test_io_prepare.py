@@ -93,3 +93,35 @@ def test_broken_csv_quote_rejects_that_row_and_reading_resumes(tmp_path):
     assert [(i.origin, type(i).__name__, getattr(i, "reason", None)) for i in items] == [
         ("d.csv:2", "RawRow", None), ("d.csv:3", "Reject", "broken_csv"), ("d.csv:4", "RawRow", None),
         ("d.csv:5", "Reject", "broken_csv")]
+
+
+def test_rows_rejected_after_prepare_keep_the_accounting_and_count_once(tmp_path):
+    """Training rejects rows prepare kept (too long once rendered): they join rejects.jsonl and the summary,
+    kept + rejected == read + added still holds, and rendering again replaces them instead of adding twice."""
+    from seektune.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.data.mkdir(parents=True)
+    early = Reject("faq.jsonl:3", "filter", "too_long", "300 tokens > 256", {"text": "x"}).to_dict()
+    run.rejects.write_text(json.dumps(early) + "\n", encoding="utf-8")
+    summary = {"read": 10, "added": 2, "kept": 11, "rejected": 1, "rejected_by_reason": {"too_long": 1},
+               "splits": {"train": 8, "val": 2, "test": 1}}
+    run.data_summary.write_text(json.dumps(summary), encoding="utf-8")
+
+    def reject(origin, split, reason="render_failed"):
+        return Reject(origin, f"render:{split}", reason, "detail", {"messages": []})
+
+    late = [reject("faq.jsonl:5", "train"), reject("faq.jsonl:7", "val"), reject("faq.jsonl:9", "train.distilled")]
+    for _ in range(2):  # a second training run of the same data counts each row once
+        prepare.record_late_rejects(run, "render", late)
+        got = json.loads(run.data_summary.read_text(encoding="utf-8"))
+        assert got["splits"] == {"train": 7, "val": 1, "test": 1}
+        assert got["kept"] == 9 and got["rejected"] == 3 and got["kept"] + got["rejected"] == 10 + 2
+        assert got["rejected_by_reason"] == {"too_long": 1, "render_failed": 2}
+        assert got["derived_rejects"] == {"train.distilled": 1}  # a derived split is listed, not counted
+        assert [r["origin"] for r in prepare.rejects_of(run)] == ["faq.jsonl:3", "faq.jsonl:5", "faq.jsonl:7",
+                                                                  "faq.jsonl:9"]
+    prepare.record_late_rejects(run, "render", [])  # the rows render now: the accounting goes back
+    got = json.loads(run.data_summary.read_text(encoding="utf-8"))
+    assert got == summary
+    assert [r["origin"] for r in prepare.rejects_of(run)] == ["faq.jsonl:3"]
