@@ -58,9 +58,15 @@ class Teacher:
 
     @classmethod
     def from_spec(cls, spec: DistillSpec) -> "Teacher":
-        kind = "endpoint" if spec.teacher.startswith(("http://", "https://")) else \
-            "run" if is_run_dir(spec.teacher) else "model"
-        return cls(kind, spec.teacher, spec)
+        """The teacher the recipe names; a local path that does not exist (a run not trained yet, a typo)
+        is one ModelNotFound line naming ``distill.teacher``, never a Hub lookup."""
+        teacher = spec.teacher
+        if teacher.startswith(("http://", "https://")):
+            return cls("endpoint", teacher, spec)
+        if is_run_dir(teacher):
+            return cls("run", teacher, spec)
+        _check_local(teacher)
+        return cls("model", teacher, spec)
 
     @property
     def label(self) -> str:
@@ -125,6 +131,24 @@ class Teacher:
         if self.kind == "run":
             return stage.run_systems(Path(self.source), want_base=False)[1]
         return stage.model_system(self.source, recipe)
+
+
+def _check_local(name: str) -> None:
+    """A name that can only be a local path (it starts with ., / or ~, or its first folder exists here)
+    must exist; a Hub id such as ``deepseek-ai/DeepSeek-R1-Distill-Qwen-7B`` passes on to the loader."""
+    from seektune.models.load import EMBEDDED_MODELS, ModelNotFound
+
+    path = Path(name).expanduser()
+    if name in EMBEDDED_MODELS or path.exists():
+        return
+    parts = Path(name).parts
+    under_a_local_folder = len(parts) > 1 and Path(parts[0]).is_dir()  # e.g. runs/customer-service
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or under_a_local_folder:
+        hint = " (a run directory holds recipe.resolved.yaml once prepared; train the teacher first)" \
+            if under_a_local_folder else ""
+        raise ModelNotFound(f"distill.teacher: {name} does not exist{hint}; give a trained run directory, a local "
+                            f"model directory or .gguf file, a Hub id, an OpenAI-compatible URL, or one of: "
+                            f"{', '.join(EMBEDDED_MODELS)}")
 
 
 def _trained_dir(run: RunDir) -> Path:

@@ -99,3 +99,19 @@ def test_an_endpoint_teacher_means_sequence_mode_and_logits_mode_says_why_not():
         distill.choose_mode(recipe, teacher, tokenizer=None)
     recipe.distill.mode = "sequence"
     assert distill.choose_mode(recipe, teacher, tokenizer=None) == ("sequence", None)
+
+
+def test_a_teacher_path_that_does_not_exist_is_one_line_naming_the_key(tmp_path, monkeypatch):
+    from seektune.models.load import ModelNotFound
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for missing in ("runs/customer-service", "./teacher", str(tmp_path / "nowhere" / "model")):
+        recipe = Recipe.model_validate({"objective": "distill", "distill": {"teacher": missing}})
+        with pytest.raises(ModelNotFound, match=r"^distill.teacher: .* does not exist") as caught:
+            distill.Teacher.from_spec(recipe.distill)
+        assert "\n" not in str(caught.value)
+        if missing.startswith("runs/"):  # a run not trained yet says so
+            assert "train the teacher first" in str(caught.value)
+    hub = Recipe.model_validate({"objective": "distill", "distill": {"teacher": "deepseek-ai/DeepSeek-R1"}})
+    assert distill.Teacher.from_spec(hub.distill).kind == "model"  # a Hub id goes on to the loader
