@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from seektune.data.render import prompt_text
+from seektune.data.render import prompt_ids
 from seektune.runs import RunDir
 
 
@@ -31,8 +31,8 @@ def load_for_chat(target: str):
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, stream: bool = True) -> str:
     from transformers import TextStreamer
 
-    text = prompt_text(tokenizer, messages)
-    batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
+    ids = torch.tensor([prompt_ids(tokenizer, messages)], device=next(model.parameters()).device)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     output = model.generate(
         **batch,

@@ -8,10 +8,21 @@ are tokenised separately, which is exactly how the model sees them at inference
 (prompt tokens, then generated tokens), so training and serving agree on token
 boundaries. A template that renders no end-of-turn token gets the tokenizer's EOS
 appended to each answer: a model that never learns to stop is a common failure.
+
+User text never becomes a control token. A message that contains ``<|im_end|>`` or
+``<｜User｜>`` would otherwise forge turns once the rendered text is tokenised, in training
+rows as much as in served prompts. So every string of the conversation has its control
+tokens wrapped in private-use markers before the template runs; the template's own control
+tokens stay unmarked, and only those become control ids. Text without control-token
+strings is tokenised exactly as before. (transformers >= 5.24 has the same idea behind
+``apply_chat_template(sanitize_control_tokens=True)``, but only for one whole tokenised
+chat, and the loss mask needs the text cut into segments first.)
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -24,12 +35,113 @@ class RenderError(ValueError):
         self.detail = detail
 
 
+# Private-use code points (plane 15) that wrap a control token typed by a user; stripped from user text first.
+_OPEN, _CLOSE = "\U000f0000", "\U000f0001"
+
+
+def control_tokens(tokenizer) -> tuple[str, ...]:
+    """The added tokens that user text must not produce: every special token, the tokenizer's
+    ``chat_control_tokens`` if it lists them, and any added token the chat template writes
+    (DeepSeek-R1's ``<think>`` is not special but is structure). Whitespace tokens are left
+    alone: templates and text both hold them as ordinary text."""
+    listed = set(getattr(tokenizer, "chat_control_tokens", None) or ())
+    template = getattr(tokenizer, "chat_template", None) or ""
+    template = template if isinstance(template, str) else "\0".join(template.values())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}  # none: a stand-in tokenizer in tests
+    return tuple(sorted(
+        token.content for token in added.values()
+        if token.special or token.content in listed or (token.content in template and not token.content.isspace())
+    ))
+
+
+@lru_cache(maxsize=16)
+def _patterns(tokens: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """A regex for any control token (longest first), and one that splits marked text into
+    ``[text, marked token, text, ...]`` (a lone marker, left by a template's string method, splits too)."""
+    alternatives = "|".join(map(re.escape, sorted(tokens, key=len, reverse=True))) or "(?!)"
+    return re.compile(alternatives), re.compile(f"{_OPEN}({alternatives}){_CLOSE}|[{_OPEN}{_CLOSE}]")
+
+
+def mark_user_text(tokenizer, value: Any) -> Any:
+    """``value`` (a string, or messages) with each control token in its strings wrapped in markers."""
+    pattern, _ = _patterns(control_tokens(tokenizer))
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, str):
+            item = item.replace(_OPEN, "").replace(_CLOSE, "")
+            return pattern.sub(lambda m: _OPEN + m.group(0) + _CLOSE, item)
+        if isinstance(item, dict):
+            return {key: mark(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [mark(inner) for inner in item]
+        return item
+
+    return mark(value)
+
+
+def _plain_ids(tokenizer, text: str) -> list[int]:
+    """``text`` as ordinary text: no added token, special or not, is matched."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a Python tokenizer: split_special_tokens is all it offers
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    pieces = [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)] if backend.pre_tokenizer else [text]
+    return [token.id for piece in pieces for token in backend.model.tokenize(piece)]
+
+
+def _after_newline(encode, text: str, newline: list[int]) -> list[int]:
+    """Encode a piece from the middle of a text: after a newline that is then removed, so a
+    SentencePiece tokenizer does not add the prefix space it gives the start of a string."""
+    ids = encode("\n" + text)
+    return ids[len(newline):] if ids[: len(newline)] == newline else encode(text)
+
+
+def encode_marked(tokenizer, text: str) -> list[int]:
+    """Token ids of text rendered from marked user text: marked control tokens as plain text,
+    the rest (the template's control tokens included) as the tokenizer encodes it."""
+    _, markers = _patterns(control_tokens(tokenizer))
+    pieces = markers.split(text)
+    if len(pieces) == 1:  # nothing marked: exactly the tokenizer's own encoding
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    encode = lambda piece: tokenizer(piece, add_special_tokens=False)["input_ids"]  # noqa: E731
+    newline = encode("\n")
+    ids = encode(pieces[0]) if pieces[0] else []
+    for index, piece in enumerate(pieces[1:], start=1):
+        if not piece:
+            continue
+        if index % 2 == 1:  # a marked token: plain text
+            plain = _after_newline(lambda t: _plain_ids(tokenizer, t), piece, _plain_ids(tokenizer, "\n"))
+            if tokenizer.convert_tokens_to_ids(piece) in plain:
+                raise RenderError("control_token_from_text", f"the tokenizer produces {piece!r} from plain text")
+            ids += plain
+        else:
+            ids += _after_newline(encode, piece, newline)
+    return ids
+
+
+def encode_user_text(tokenizer, text: str) -> list[int]:
+    """Token ids of raw user text (a completion prompt, a pre-training row): control-token
+    strings in it are plain text. No BOS/EOS is added."""
+    return encode_marked(tokenizer, mark_user_text(tokenizer, text))
+
+
 def _apply(tokenizer, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
+def _structural_find(text: str, token: str) -> int:
+    """Where ``token`` first occurs in ``text`` other than inside markers (there a user typed it); -1 if nowhere."""
+    at = text.find(token)
+    while at > 0 and text[at - 1] == _OPEN:
+        at = text.find(token, at + 1)
+    return at
+
+
 def segments(tokenizer, messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
-    """Split the rendered conversation into ``(text, trained)`` pieces."""
+    """Split the rendered conversation into ``(text, trained)`` pieces; user text is marked
+    (see ``encode_marked``)."""
+    messages = mark_user_text(tokenizer, messages)
     eos = tokenizer.eos_token
     pieces: list[tuple[str, bool]] = []
     done = 0  # characters of the full text already assigned to pieces
@@ -46,7 +158,7 @@ def segments(tokenizer, messages: list[dict[str, Any]]) -> list[tuple[str, bool]
                 "set model.chat_template to a template that does not rewrite history",
             )
         answer = upto[len(prompt):]
-        cut = answer.find(eos) if eos else -1
+        cut = _structural_find(answer, eos) if eos else -1
         if cut >= 0:
             trained, rest = answer[: cut + len(eos)], answer[cut + len(eos):]
         else:
@@ -66,7 +178,7 @@ def render(tokenizer, messages: list[dict[str, Any]], max_length: int | None = N
     input_ids: list[int] = []
     labels: list[int] = []
     for text, trained in segments(tokenizer, messages):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = encode_marked(tokenizer, text)
         input_ids.extend(ids)
         labels.extend(ids if trained else [IGNORE_INDEX] * len(ids))
     if max_length is not None and len(input_ids) > max_length:
@@ -82,7 +194,7 @@ def render(tokenizer, messages: list[dict[str, Any]], max_length: int | None = N
 def render_record(tokenizer, record: dict[str, Any], max_length: int | None = None) -> dict[str, list[int]]:
     """A conversation record, or a text record (continued pre-training: every token and EOS carry loss)."""
     if "text" in record:
-        ids = tokenizer(record["text"], add_special_tokens=False)["input_ids"]
+        ids = encode_user_text(tokenizer, record["text"])
         if tokenizer.eos_token_id is not None:
             ids = ids + [tokenizer.eos_token_id]
         ids = ids[:max_length] if max_length else ids
@@ -90,8 +202,16 @@ def render_record(tokenizer, record: dict[str, Any], max_length: int | None = No
     return render(tokenizer, record["messages"], max_length)
 
 
+def _prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
 def prompt_text(tokenizer, messages: list[dict[str, Any]]) -> str:
-    """The text a model is given to answer the last user turn (the final assistant turn dropped)."""
-    if messages and messages[-1]["role"] == "assistant":
-        messages = messages[:-1]
-    return _apply(tokenizer, messages, True)
+    """The text a model is given to answer the last user turn (the final assistant turn dropped).
+    For display and string checks; tokenise a prompt with ``prompt_ids``, never this text."""
+    return _apply(tokenizer, _prompt_messages(messages), True)
+
+
+def prompt_ids(tokenizer, messages: list[dict[str, Any]]) -> list[int]:
+    """The token ids of ``prompt_text``, with control-token strings in user text as plain text."""
+    return encode_marked(tokenizer, _apply(tokenizer, mark_user_text(tokenizer, _prompt_messages(messages)), True))

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seektune.text import split_think
-from seektune.data.render import prompt_text
+from seektune.data.render import prompt_ids, prompt_text
 
 
 @torch.inference_mode()
@@ -30,8 +30,9 @@ def generate_answers(
     Reasoning inside ``<think>`` is split off so it is never scored as the answer.
     Greedy by default; ``temperature > 0`` samples, seeded so a re-run gives the same answers.
     """
-    prompts = [prompt_text(tokenizer, messages) for messages in conversations]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    prompts = [prompt_ids(tokenizer, messages) for messages in conversations]  # user text stays plain text
+    lengths = [len(prompt_text(tokenizer, messages)) for messages in conversations]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     outputs: list[dict[str, str | None]] = [None] * len(prompts)  # type: ignore[list-item]
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -44,7 +45,7 @@ def generate_answers(
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             index = order[start : start + batch_size]
-            batch = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = tokenizer.pad({"input_ids": [prompts[i] for i in index]}, return_tensors="pt", padding=True)
             batch = {k: v.to(device) for k, v in batch.items()}
             generated = model.generate(
                 **batch,

@@ -396,9 +396,9 @@ class OnnxCausalLM:
     def stream(self, messages: list[dict[str, Any]], max_new_tokens: int = 256) -> Iterator[str]:
         """The assistant's reply to ``messages`` as text pieces, as they are decoded (EOS and special tokens
         left out). A piece is held back while it ends in half a multi-byte character."""
-        from seektune.data.render import prompt_text
+        from seektune.data.render import prompt_ids
 
-        ids = self.encode(prompt_text(self.tokenizer, messages))
+        ids = self.encode(prompt_ids(self.tokenizer, messages))  # user text never becomes a control token
         tokens: list[int] = []
         sent = ""
         for step in self.greedy_steps([ids], max_new_tokens, self.eos_token_id):
