@@ -12,7 +12,9 @@ Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (SSE when
 With an API key set, every route but ``/health``, ``/`` and ``/static/*`` needs
 ``Authorization: Bearer <key>`` (also ``/metrics``, ``/docs`` and ``/openapi.json``). The
 playground page itself loads without the key so a browser can open it; it then asks
-the user for the key and sends it with each API call.
+the user for the key and sends it with each API call. `serve` answers only requests whose
+``Host`` is the bound host or a loopback name (``--allowed-host`` adds others), and gives a
+request body ``--body-timeout`` seconds to arrive before 408 (see ``guard.py``).
 
 Requests never name a file, a template or code: the request models keep only OpenAI's
 sampling fields (unknown fields such as ``chat_template`` or ``tools`` are dropped, never
@@ -34,7 +36,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 
 from seektune.serve.errors import install_error_handlers
-from seektune.serve.guard import Guard
+from seektune.serve.guard import Guard, default_allowed_hosts
 from seektune.serve.routes import completions, feedback, health, models, playground
 from seektune.serve.state import Metrics, ServeSettings, ServeState
 
@@ -77,16 +79,19 @@ def build_app(state: ServeState, routers: Iterable[APIRouter] = ROUTERS) -> Fast
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """Load the model and adapters, and build the app (the engine starts with the app's lifespan)."""
-    from seektune.serve.catalog import load_hf_engine, load_vllm_engine
+    from seektune.serve.catalog import default_allowed_run_dirs, load_hf_engine, load_vllm_engine
 
     metrics = Metrics()
-    allowed = [Path(d) for d in settings.allowed_run_dirs] if settings.allowed_run_dirs else [Path.cwd()]
+    allowed = ([Path(d) for d in settings.allowed_run_dirs] if settings.allowed_run_dirs
+               else default_allowed_run_dirs(settings.target))
     adapters = {name: Path(path) for name, path in settings.adapters.items()}
     if settings.engine == "vllm":
-        engine, catalog = load_vllm_engine(settings.target, adapters, allowed, max_batch=settings.max_batch)
+        engine, catalog = load_vllm_engine(settings.target, adapters, allowed, max_batch=settings.max_batch,
+                                           trust_remote_code=settings.trust_remote_code)
     elif settings.engine == "hf":
         engine, catalog = load_hf_engine(settings.target, adapters, allowed, max_batch=settings.max_batch,
-                                         batch_wait_ms=settings.batch_wait_ms, on_step=metrics.batch_size.observe)
+                                         batch_wait_ms=settings.batch_wait_ms, on_step=metrics.batch_size.observe,
+                                         trust_remote_code=settings.trust_remote_code)
     else:
         raise ValueError(f"unknown engine {settings.engine!r}; choose hf or vllm")
     return build_app(ServeState.create(settings, engine, catalog, metrics))
@@ -94,8 +99,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
 def serve(settings: ServeSettings) -> None:
     """`seektune serve ...`: build the app and run it with uvicorn until interrupted."""
+    import dataclasses
+
     import uvicorn
 
+    if not settings.allowed_hosts:  # a real server always checks Host (DNS rebinding); in-process apps may not
+        settings = dataclasses.replace(settings, allowed_hosts=default_allowed_hosts(settings.host))
     app = create_app(settings)
     catalog = app.state.serve.catalog
     base_url = f"http://{settings.host}:{settings.port}"
@@ -103,4 +112,5 @@ def serve(settings: ServeSettings) -> None:
                 "; API key required" if settings.api_key else "")
     log.warning("playground: %s/   OpenAI API: %s/v1   metrics: %s/metrics   feedback: %s",
                 base_url, base_url, base_url, settings.feedback_path())
+    log.warning("answering Host %s", ", ".join(settings.allowed_hosts))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

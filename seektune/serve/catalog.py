@@ -33,6 +33,25 @@ class AdapterNotAllowed(ValueError):
     """An adapter whose name or directory the server refuses to load."""
 
 
+class RemoteCodeNotAllowed(ValueError):
+    """A served run whose recipe turns ``model.trust_remote_code`` on, without ``--trust-remote-code``."""
+
+
+def check_remote_code(run: RunDir, trust_remote_code: bool) -> None:
+    """Refuse a run whose recipe would run the model repository's code, unless the server was told to allow it."""
+    if run.recipe().model.trust_remote_code and not trust_remote_code:
+        raise RemoteCodeNotAllowed(
+            f"{run.path}'s recipe sets model.trust_remote_code: true, which runs code from the model's repository; "
+            "pass --trust-remote-code to seektune serve to allow it")
+
+
+def default_allowed_run_dirs(target: str) -> list[Path]:
+    """Where --adapter runs may come from when --allowed-run-dir is not given: the served run's parent
+    directory (its sibling runs), or the working directory when the target is a model rather than a run."""
+    run = RunDir(target)
+    return [Path(target).resolve().parent] if run.is_run() else [Path.cwd()]
+
+
 @dataclass
 class Catalog:
     """What the server offers: model id -> adapter key (None = no adapter) and its system prompt."""
@@ -89,8 +108,8 @@ def _system_prompt(run_dir: Path) -> str | None:
 
 
 def load_hf_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: list[Path], *,
-                   max_batch: int = 8, batch_wait_ms: float = 10,
-                   on_step: Callable[[int], None] | None = None) -> tuple[HFEngine, Catalog]:
+                   max_batch: int = 8, batch_wait_ms: float = 10, on_step: Callable[[int], None] | None = None,
+                   trust_remote_code: bool = False) -> tuple[HFEngine, Catalog]:
     """Load the target (a run dir: base + its adapter, or its full model; or any model) and the adapters.
 
     The base is loaded once; every adapter is attached to it with PEFT and chosen per batch.
@@ -103,6 +122,7 @@ def load_hf_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: lis
     default = model_id_for(target)
     checked = check_adapters(adapters, allowed_run_dirs, {default, BASE})
     if run.is_run():
+        check_remote_code(run, trust_remote_code)
         recipe, loaded, model = run.load_tuned()
         if isinstance(model, PeftModel):
             routes = {default: "default", BASE: None}  # load_tuned names the run's adapter "default"
@@ -127,7 +147,7 @@ def load_hf_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: lis
 
 
 def load_vllm_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: list[Path], *,
-                     max_batch: int = 8) -> tuple[VLLMEngine, Catalog]:
+                     max_batch: int = 8, trust_remote_code: bool = False) -> tuple[VLLMEngine, Catalog]:
     """vLLM's engine for a run dir (base + its LoRA adapter, or its full model) or a model, plus the adapters.
     vLLM runs its own batching, so the batch-size histogram stays empty."""
     import torch
@@ -144,6 +164,7 @@ def load_vllm_engine(target: str, adapters: dict[str, Path], allowed_run_dirs: l
     checked = check_adapters(adapters, allowed_run_dirs, {default, BASE})
     prompts: dict[str, str | None] = {}
     if run.is_run():
+        check_remote_code(run, trust_remote_code)
         recipe = run.recipe()
         if run.has_adapter():
             base_name, routes = recipe.model.name, {default: default, BASE: None}

@@ -44,11 +44,16 @@ class ServeSettings:
     max_n: int = 4
     max_concurrency: int = 64  # completion requests in flight; beyond -> 429 at once
     max_body_bytes: int = 1_000_000
+    body_timeout_s: float = 10.0  # the whole request body must arrive within this; else 408 (slots are never held)
     cache_size: int = 0  # exact-match response cache entries (temperature 0 only); 0 = off
     cache_ttl_s: float = 600
     feedback_db: Path | None = None  # default <run>/feedback.sqlite for a run, else ./seektune-feedback.sqlite
     engine: Literal["hf", "vllm"] = "hf"
-    allowed_run_dirs: list[Path] | None = None  # adapters must resolve under one of these; default: the cwd
+    allowed_run_dirs: list[Path] | None = None  # adapters must resolve under one of these; default: see
+    # catalog.default_allowed_run_dirs (a served run's parent directory)
+    allowed_hosts: list[str] | None = None  # Host header names answered ("*": any); None: no check here, but
+    # `serve()` (so `seektune serve`) fills in guard.default_allowed_hosts(host)
+    trust_remote_code: bool = False  # let a served run's recipe switch model.trust_remote_code on
 
     def feedback_path(self) -> Path:
         if self.feedback_db is not None:
