@@ -458,8 +458,15 @@ def serve(
     = "hf",
     allowed_run_dir: Annotated[
         list[Path] | None,
-        typer.Option(help="Directories --adapter runs may come from (repeatable; default: the working directory)."),
+        typer.Option(help="Directories --adapter runs may come from (repeatable; default: the served run's parent)."),
     ] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="Host header names to answer (repeatable; '*' any; "
+                            "default: --host, localhost, 127.0.0.1, [::1]); others get 400 (DNS rebinding).")] = None,
+    body_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request body may take to arrive; "
+                                                "slower uploads get 408 and never hold a slot.")] = 10.0,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow a served run whose recipe sets model.trust_remote_code: true "
+        "(runs code from the model's repository).")] = False,
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback, /metrics) and a web
     playground at /."""
@@ -476,7 +483,8 @@ def serve(
     settings = ServeSettings(target=target, adapters=adapters, host=host, port=port, api_key=api_key,
                              max_batch=max_batch, max_concurrency=max_concurrency, max_tokens_cap=max_tokens_cap,
                              cache_size=cache_size, feedback_db=feedback_db, engine=engine,
-                             allowed_run_dirs=allowed_run_dir or None)
+                             allowed_run_dirs=allowed_run_dir or None, allowed_hosts=allowed_host or None,
+                             body_timeout_s=body_timeout, trust_remote_code=trust_remote_code)
     if engine not in ("hf", "vllm"):
         _fail(f"--engine {engine!r}: choose hf or vllm")
     try:
@@ -495,18 +503,18 @@ app.add_typer(feedback_app, name="feedback")
 @feedback_app.command("export")
 def feedback_export(
     db: Annotated[Path, typer.Option(help="The SQLite file `seektune serve` wrote (e.g. runs/x/feedback.sqlite).")],
-    to: Annotated[str, typer.Option(help="sft (corrections and up-rated answers) or dpo (preferred vs rejected "
-                                    "answer pairs).")],
+    to: Annotated[str, typer.Option(help="sft (corrections and up-rated answers) or dpo (preferred/rejected pairs).")],
     out: Annotated[Path | None, typer.Option(help="Output JSONL (default: feedback-<to>.jsonl beside the db).")] = None,
+    include_completions: Annotated[bool, typer.Option(help="Also export /v1/completions raw continuations.")] = False,
+    include_truncated: Annotated[bool, typer.Option(help="Also export answers cut off at max_tokens.")] = False,
 ) -> None:
     """Write feedback as rows for the next training run (`data.paths` of a recipe, or `seektune update`)."""
-    from seektune.serve.feedback import export_feedback
+    from seektune.serve.feedback import export_feedback, export_summary
 
     target = out or db.with_name(f"feedback-{to}.jsonl")
-    counts = _guard(export_feedback, db, to, target)
-    skipped = ", ".join(f"{reason} {n}" for reason, n in (counts.get("skipped") or {}).items())
-    console.print(f"wrote {counts['rows']} {to} rows to {target}" + (f" (skipped: {skipped})" if skipped else ""),
-                  highlight=False, soft_wrap=True)
+    counts = _guard(lambda: export_feedback(db, to, target, include_completions=include_completions,
+                                            include_truncated=include_truncated))
+    console.print("\n".join(export_summary(counts, to, target)), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -24,9 +24,10 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from seektune.data.render import prompt_text
+from seektune.data.render import encode_user_text, prompt_ids, prompt_text
 from seektune.serve.catalog import Catalog
 from seektune.serve.errors import APIError, error_body
+from seektune.serve.feedback import StoredChoice
 from seektune.serve.generation import EngineError, SamplingParams
 from seektune.serve.reasoning import ThinkSplitter
 from seektune.serve.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
@@ -117,11 +118,18 @@ def sampling_params(state: ServeState, body: SamplingFields, prompt_len: int, re
 
 
 def tokens_of(tokenizer, text: str, special: bool) -> list[int]:
-    """The text's token ids; 400 for text the tokenizer cannot encode."""
+    """A raw prompt's token ids, its control-token strings as plain text (BOS/EOS only where the
+    tokenizer adds them itself, with ``special``); 400 for text the tokenizer cannot encode."""
     try:
-        return tokenizer(text, add_special_tokens=special)["input_ids"]
+        ids = encode_user_text(tokenizer, text) if text else tokenizer(text, add_special_tokens=special)["input_ids"]
     except Exception as err:  # e.g. a lone surrogate the tokenizer cannot encode
         raise APIError(400, f"The text cannot be tokenized: {err}") from err
+    if not special or not text:
+        return ids
+    # the ids the tokenizer itself puts around any text (e.g. a BOS), found around one plain token
+    bare, framed = (tokenizer("a", add_special_tokens=flag)["input_ids"] for flag in (False, True))
+    start = next((i for i in range(len(framed) - len(bare) + 1) if framed[i:i + len(bare)] == bare), 0)
+    return framed[:start] + ids + framed[start + len(bare):]
 
 
 def chat_job(state: ServeState, body: ChatCompletionRequest) -> Job:
@@ -136,7 +144,10 @@ def chat_job(state: ServeState, body: ChatCompletionRequest) -> Job:
     except Exception as err:  # the chat template refused this conversation (e.g. roles out of order)
         raise APIError(400, f"The conversation cannot be rendered with the model's chat template: {err}",
                        param="messages") from err
-    ids = tokens_of(state.tokenizer, text, False)
+    try:
+        ids = prompt_ids(state.tokenizer, messages)  # user text never becomes a control token
+    except Exception as err:  # e.g. a lone surrogate the tokenizer cannot encode
+        raise APIError(400, f"The text cannot be tokenized: {err}") from err
     requested = body.max_completion_tokens or body.max_tokens
     params = sampling_params(state, body, len(ids), requested, "messages")
     return Job("chat", body.model, adapter, messages, ids, params, text.rstrip().endswith(ThinkSplitter.OPEN),
@@ -213,11 +224,13 @@ async def run_job(state: ServeState, job: Job, request: Request, started: float)
 
 
 async def record(state: ServeState, completion_id: str, job: Job, choices: list[Choice]) -> None:
-    """Keep the completion in the feedback store, so `POST /v1/feedback` can rate it."""
+    """Keep the completion in the feedback store (its route, every choice and its finish reason), so
+    `POST /v1/feedback` can rate it and an export can tell complete chat answers from the rest."""
     store = state.store
     try:  # feedback capture must never fail the completion itself
-        await asyncio.to_thread(store.record_completion, completion_id, job.model, job.messages,
-                                choices[0].text(), choices[0].reasoning_text())
+        first, *more = [StoredChoice(c.text(), c.reasoning_text(), c.finish_reason) for c in choices]
+        await asyncio.to_thread(store.record_completion, completion_id, job.model, job.messages, *first,
+                                route="chat" if job.kind == "chat" else "completion", more_choices=more)
     except Exception:
         log.exception("could not record completion %s in %s", completion_id, store.path)
 

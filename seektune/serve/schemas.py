@@ -62,3 +62,4 @@ class FeedbackRequest(_Body):
     rating: Literal["up", "down"]
     correction: str | None = Field(None, description="A better answer.")
     comment: str | None = None
+    choice: int = Field(0, ge=0, description="Which choice of an n > 1 completion is rated (its index).")

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from seektune.data.formats import to_record
-from seektune.serve.feedback import MAX_TEXT_CHARS, FeedbackStore, export_feedback
+from seektune.serve.feedback import MAX_TEXT_CHARS, FeedbackStore, StoredChoice, export_feedback, export_notes
 
 Q1 = [{"role": "user", "content": "How long do I have to return something?"}]
 Q2 = [
@@ -35,18 +35,18 @@ def store(tmp_path):
 
 @pytest.fixture
 def rated_db(store):
-    """Six completions covering every case; the expected exports below are written out by hand."""
-    store.record_completion("c1", "base", Q1, "Within a week.", None)
+    """Six chat completions (finish_reason stop) covering every case; the expected exports are written by hand."""
+    store.record_completion("c1", "base", Q1, "Within a week.", None, "stop")
     store.add_feedback("c1", "down")
     store.add_feedback("c1", "down", correction="Returns are accepted within 45 days of delivery.", comment="wrong")
-    store.record_completion("c2", "base", Q1, "45 days.", "The policy says 45 days.")
+    store.record_completion("c2", "base", Q1, "45 days.", "The policy says 45 days.", "stop")
     store.add_feedback("c2", "up")
-    store.record_completion("c3", "adapter-b", Q1, "Never.", None)
+    store.record_completion("c3", "adapter-b", Q1, "Never.", None, "stop")
     store.add_feedback("c3", "down")
-    store.record_completion("c4", "base", Q2, "It is free.", None)  # nobody rated it
-    store.record_completion("c5", "base", Q2, "Standard shipping costs $4.95.", None)
+    store.record_completion("c4", "base", Q2, "It is free.", None, "stop")  # nobody rated it
+    store.record_completion("c5", "base", Q2, "Standard shipping costs $4.95.", None, "stop")
     store.add_feedback("c5", "up")
-    store.record_completion("c6", "base", BAD_PROMPT, "??", None)
+    store.record_completion("c6", "base", BAD_PROMPT, "??", None, "stop")
     store.add_feedback("c6", "up")
     return store.path
 
@@ -123,8 +123,9 @@ def test_sft_export_exactly(rated_db, tmp_path):
          "meta": {"origin": "feedback:c5", "model": "base"}},
     ]
     assert counts == {
-        "rows": 3, "completions": 6, "used": {"correction": 1, "up_rated": 2},
+        "rows": 3, "completions": 6, "choices": 6, "used": {"correction": 1, "up_rated": 2},
         "skipped": {"down_without_correction": 1, "no_feedback": 1, "invalid_prompt:bad_role_order": 1},
+        "left_out": {}, "unknown_finish_reason": 0,
     }
     assert counts["rows"] + sum(counts["skipped"].values()) == counts["completions"]
     for row in read_jsonl(out):  # what `seektune prepare` will read: accepted, unchanged
@@ -151,9 +152,10 @@ def test_dpo_export_exactly(rated_db, tmp_path):
         {"prompt": Q1, "chosen": up_rated, "rejected": never, "meta": meta("c3", "adapter-b", "up_rated", "c2")},
     ]
     assert counts == {
-        "rows": 4, "completions": 6, "used": {"correction": 2, "up_rated": 2},
+        "rows": 4, "completions": 6, "choices": 6, "used": {"correction": 2, "up_rated": 2},
         # c5 is up-rated but nobody down-rated an answer to its prompt
         "skipped": {"no_feedback": 1, "invalid_prompt:bad_role_order": 1, "unpaired": 1},
+        "left_out": {}, "unknown_finish_reason": 0,
     }
 
 
@@ -225,3 +227,138 @@ def test_several_threads_record_and_rate_at_once(store, tmp_path):
     completions = store.completions()
     assert len(completions) == 120 and all(len(c["feedback"]) == 1 for c in completions)
     assert export_feedback(store.path, "sft", tmp_path / "sft.jsonl")["used"] == {"correction": 60, "up_rated": 60}
+
+
+# ---------------------------------------------------------------- route, finish reason, every choice
+
+FOX = [{"role": "user", "content": "The quick brown fox"}]  # how a /v1/completions prompt is stored
+
+
+def test_a_raw_completion_rated_up_is_left_out_unless_asked(store, tmp_path):
+    store.record_completion("cmpl-1", "base", FOX, " with a quick brown bear.", None, "stop", route="completion")
+    store.add_feedback("cmpl-1", "up")
+    store.record_completion("chatcmpl-1", "base", Q1, "45 days.", None, "stop", route="chat")
+    store.add_feedback("chatcmpl-1", "up")
+    assert [c["route"] for c in store.completions()] == ["completion", "chat"]
+
+    counts = export_feedback(store.path, "sft", tmp_path / "sft.jsonl")
+    assert [row["meta"]["origin"] for row in read_jsonl(tmp_path / "sft.jsonl")] == ["feedback:chatcmpl-1"]
+    assert counts["left_out"] == {"raw_completion": 1} and counts["skipped"] == {}
+    assert counts["rows"] + sum(counts["skipped"].values()) + sum(counts["left_out"].values()) == counts["choices"]
+    assert export_notes(counts) == ["left out: 1 raw completion; --include-completions to keep them"]
+
+    kept = export_feedback(store.path, "sft", tmp_path / "all.jsonl", include_completions=True)
+    assert kept["rows"] == 2 and kept["left_out"] == {} and export_notes(kept) == []
+    assert read_jsonl(tmp_path / "all.jsonl")[0]["messages"] == [
+        *FOX, {"role": "assistant", "content": " with a quick brown bear."}]
+
+
+def test_a_length_truncated_answer_is_left_out_unless_asked_and_a_correction_of_one_is_kept(store, tmp_path):
+    store.record_completion("cut", "base", Q1, "Returns are accepted within", None, "length")
+    store.add_feedback("cut", "up")
+    store.record_completion("cut-corrected", "base", Q1, "Returns are", None, "length")
+    store.add_feedback("cut-corrected", "down", correction="Returns are accepted within 45 days.")
+    store.record_completion("raw", "base", FOX, " jumps", None, "length", route="completion")
+    store.add_feedback("raw", "up")
+
+    counts = export_feedback(store.path, "sft", tmp_path / "sft.jsonl")
+    [row] = read_jsonl(tmp_path / "sft.jsonl")
+    assert row["messages"][-1]["content"] == "Returns are accepted within 45 days."  # complete by definition
+    assert counts["used"] == {"correction": 1} and counts["left_out"] == {"truncated": 1, "raw_completion": 1}
+    assert export_notes(counts) == [
+        "left out: 1 truncated answer (finish_reason length), 1 raw completion; "
+        "--include-truncated / --include-completions to keep them"]
+
+    kept = export_feedback(store.path, "sft", tmp_path / "kept.jsonl", include_truncated=True)
+    assert kept["used"] == {"up_rated": 1, "correction": 1} and kept["left_out"] == {"raw_completion": 1}
+    assert read_jsonl(tmp_path / "kept.jsonl")[0]["messages"][-1]["content"] == "Returns are accepted within"
+    both = export_feedback(store.path, "sft", tmp_path / "both.jsonl", include_truncated=True,
+                           include_completions=True)
+    assert both["rows"] == 3 and both["left_out"] == {}
+
+    # DPO: the truncated answers are on neither side of a pair; kept when asked
+    dpo = export_feedback(store.path, "dpo", tmp_path / "dpo.jsonl")
+    assert dpo["rows"] == 0 and dpo["left_out"] == {"raw_completion": 1, "truncated": 2}
+    dpo = export_feedback(store.path, "dpo", tmp_path / "dpo.jsonl", include_truncated=True)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in read_jsonl(tmp_path / "dpo.jsonl")] == [
+        ("Returns are accepted within", "Returns are"), ("Returns are accepted within 45 days.", "Returns are")]
+
+
+def test_every_choice_of_an_n3_request_is_stored_rated_and_paired(store, tmp_path):
+    store.record_completion("chatcmpl-3", "base", Q1, "45 days.", None, "stop",
+                            more_choices=[StoredChoice("Within a week.", None, "stop"),
+                                          StoredChoice("Never.", "I am not sure.", "stop")])
+    store.add_feedback("chatcmpl-3", "up", choice=0)
+    store.add_feedback("chatcmpl-3", "down", choice=1)
+    store.add_feedback("chatcmpl-3", "down", correction="Within 45 days of delivery.", choice=2)
+    with pytest.raises(KeyError, match="has no choice 3"):
+        store.add_feedback("chatcmpl-3", "up", choice=3)
+    with pytest.raises(ValueError, match="choice must be"):
+        store.add_feedback("chatcmpl-3", "up", choice=-1)
+    [stored] = store.completions()
+    assert stored["choices"] == [
+        {"index": 0, "response": "45 days.", "reasoning": None, "finish_reason": "stop"},
+        {"index": 1, "response": "Within a week.", "reasoning": None, "finish_reason": "stop"},
+        {"index": 2, "response": "Never.", "reasoning": "I am not sure.", "finish_reason": "stop"},
+    ]
+    assert [(f["choice"], f["rating"]) for f in stored["feedback"]] == [(0, "up"), (1, "down"), (2, "down")]
+
+    sft = export_feedback(store.path, "sft", tmp_path / "sft.jsonl")
+    assert [(r["meta"]["origin"], r["messages"][-1]["content"]) for r in read_jsonl(tmp_path / "sft.jsonl")] == [
+        ("feedback:chatcmpl-3", "45 days."), ("feedback:chatcmpl-3#2", "Within 45 days of delivery.")]
+    assert sft["completions"] == 1 and sft["choices"] == 3 and sft["skipped"] == {"down_without_correction": 1}
+
+    dpo = export_feedback(store.path, "dpo", tmp_path / "dpo.jsonl")
+    pairs = [(r["chosen"][0]["content"], r["rejected"][0]["content"], r["meta"]["chosen_origin"], r["meta"]["origin"])
+             for r in read_jsonl(tmp_path / "dpo.jsonl")]
+    assert pairs == [
+        ("45 days.", "Within a week.", "feedback:chatcmpl-3", "feedback:chatcmpl-3#1"),
+        ("45 days.", "Never.", "feedback:chatcmpl-3", "feedback:chatcmpl-3#2"),
+        ("Within 45 days of delivery.", "Within a week.", "feedback:chatcmpl-3#2", "feedback:chatcmpl-3#1"),
+        ("Within 45 days of delivery.", "Never.", "feedback:chatcmpl-3#2", "feedback:chatcmpl-3#2"),
+    ]
+    assert dpo["used"] == {"up_rated": 2, "correction": 2} and dpo["skipped"] == {} and dpo["left_out"] == {}
+
+
+OLD_SCHEMA = """
+CREATE TABLE completions (id TEXT PRIMARY KEY, created TEXT NOT NULL, model TEXT NOT NULL,
+                          messages_json TEXT NOT NULL, response TEXT NOT NULL, reasoning TEXT);
+CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, completion_id TEXT NOT NULL REFERENCES completions(id),
+                       created TEXT NOT NULL, rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
+                       correction TEXT, comment TEXT);
+CREATE INDEX feedback_by_completion ON feedback (completion_id, id);
+"""
+
+
+def test_a_database_from_before_routes_and_choices_exports_and_migrates(tmp_path):
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as conn:  # what seektune wrote before it stored the route, finish reason and choices
+        conn.executescript(OLD_SCHEMA)
+        conn.executemany("INSERT INTO completions VALUES (?, '2026-01-01T00:00:00+00:00', 'base', ?, ?, NULL)",
+                         [("old-1", json.dumps(Q1), "45 days."), ("old-2", json.dumps(Q1), "Never.")])
+        conn.execute("INSERT INTO feedback (completion_id, created, rating) VALUES ('old-1', 'x', 'up')")
+        conn.execute("INSERT INTO feedback (completion_id, created, rating, correction) "
+                     "VALUES ('old-2', 'x', 'down', 'Within 45 days.')")
+    conn.close()
+
+    counts = export_feedback(db, "sft", tmp_path / "sft.jsonl")  # read-only: the file is not changed
+    assert counts["rows"] == 2 and counts["used"] == {"up_rated": 1, "correction": 1}
+    assert counts["unknown_finish_reason"] == 1 and counts["left_out"] == {}  # the correction is complete anyway
+    assert export_notes(counts) == ["kept 1 row with no recorded finish reason (recorded by an older seektune): "
+                                    "an answer may be cut off, or a raw completion"]
+    with sqlite3.connect(db) as conn:
+        assert "route" not in {row[1] for row in conn.execute("PRAGMA table_info(completions)")}
+    conn.close()
+
+    store = FeedbackStore(db)  # the server opening it adds the new columns; old rows read as unknown
+    old = {c["id"]: c for c in store.completions()}
+    assert old["old-1"]["route"] is None and old["old-1"]["finish_reason"] is None
+    assert [f["choice"] for f in old["old-2"]["feedback"]] == [0]
+    store.record_completion("new", "base", Q1, "45 days.", None, "stop",
+                            more_choices=[StoredChoice("Within a day.", None, "length")])
+    store.add_feedback("new", "down", choice=1)
+    store.add_feedback("new", "up")
+    counts = export_feedback(db, "sft", tmp_path / "sft.jsonl")
+    assert counts["rows"] == 3 and counts["choices"] == 4 and counts["skipped"] == {"down_without_correction": 1}
+    assert FeedbackStore(db).completions() == store.completions()  # opening again migrates nothing twice
+

@@ -266,6 +266,24 @@ def test_feedback_route_stores_a_row(tmp_path):
     assert "comment is empty" in blank.json()["error"]["message"]
 
 
+def test_feedback_route_rates_any_choice_of_an_n_request(tmp_path):
+    from seektune.serve.feedback import StoredChoice
+
+    state = make_state(tmp_path)
+    state.store.record_completion("chatcmpl-3", "fake-model", HELLO, "Within a week.", None, "stop",
+                                  more_choices=[StoredChoice("Within 45 days.", None, "stop")])
+    with client_for(state, feedback.router) as client:
+        second = client.post("/v1/feedback", json={"id": "chatcmpl-3", "rating": "up", "choice": 1})
+        missing = client.post("/v1/feedback", json={"id": "chatcmpl-3", "rating": "up", "choice": 2})
+        negative = client.post("/v1/feedback", json={"id": "chatcmpl-3", "rating": "up", "choice": -1})
+    assert second.status_code == 200
+    [completion] = FeedbackStore(state.store.path).completions()
+    assert [(f["choice"], f["rating"]) for f in completion["feedback"]] == [(1, "up")]
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "choice_not_found"
+    assert missing.json()["error"]["param"] == "choice"
+    assert negative.status_code == 400 and negative.json()["error"]["param"] == "choice"
+
+
 # ---------------------------------------------------------------- models, health, metrics, playground
 
 
