@@ -177,12 +177,14 @@ def run(run_dir: str | Path, data: list[str | Path] | None = None, *, feedback: 
         raise FileExistsError(f"{out} already holds a trained run; choose another --out or remove it")
     exported = None
     if feedback is not None:
-        from seektune.serve.feedback import export_feedback
+        from seektune.serve.feedback import export_feedback, export_notes
 
         exported = new.feedback_export
         counts = export_feedback(Path(feedback), "sft", exported)
         print(f"seektune: feedback {feedback}: {counts['rows']} training rows from {counts['completions']} "
               f"completions (used {counts['used']}, skipped {counts['skipped']})")
+        for note in export_notes(counts):  # raw completions and cut-off answers are not trained on
+            print(f"seektune: feedback {feedback}: {note}")
         if not counts["rows"]:
             raise ValueError(f"{feedback} holds no corrections or up-rated answers to learn from")
         data.append(exported)
