@@ -138,7 +138,7 @@ def local_generator(model_name: str, max_new_tokens: int = 64) -> Callable[[str]
     Hub id), loaded with its registry chat template; it samples, so repeated calls differ."""
     import torch
 
-    from seektune.data.render import prompt_text
+    from seektune.data.render import prompt_ids
     from seektune.models.load import load_model
 
     loaded = load_model(model_name)
@@ -147,10 +147,11 @@ def local_generator(model_name: str, max_new_tokens: int = 64) -> Callable[[str]
 
     @torch.inference_mode()
     def generate(prompt: str) -> str:
-        text = prompt_text(tokenizer, [{"role": "user", "content": prompt}])
-        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-        return tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        # the prompt quotes a user's row: its control-token strings stay plain text
+        ids = torch.tensor([prompt_ids(tokenizer, [{"role": "user", "content": prompt}])], device=model.device)
+        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                do_sample=True, temperature=0.8, pad_token_id=tokenizer.pad_token_id,
+                                eos_token_id=eos)
+        return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
 
     return generate

@@ -172,3 +172,20 @@ def test_prepare_keeps_what_users_typed_and_counts_plain_tokens(tmp_path, tiny_l
     assert _controls(tok, rendered["input_ids"]) == _controls(tok, clean["input_ids"])
     card = json.loads((run_dir / "data" / "card.json").read_text())
     assert card["token_unit"] == "tokens"
+
+
+def test_the_paraphraser_quotes_a_row_as_plain_text(tiny_tokenizer_dir, monkeypatch):
+    """data.augment's local paraphraser: a row holding control strings cannot forge turns in its prompt."""
+    from types import SimpleNamespace
+
+    from seektune.data import augment
+    from seektune.models import load
+
+    tok = _tokenizer(tiny_tokenizer_dir, "chatml")
+    model = RecordingModel(tok)
+    model.device = torch.device("cpu")
+    monkeypatch.setattr(load, "load_model", lambda name: SimpleNamespace(model=model, tokenizer=tok))
+    generate = augment.local_generator("stub")
+    assert generate(INJECTION).strip() == "ok"
+    assert model.prompts == [prompt_ids(tok, [{"role": "user", "content": INJECTION}])]
+    assert _controls(tok, model.prompts[0]) == _controls(tok, prompt_ids(tok, [{"role": "user", "content": "hi"}]))
