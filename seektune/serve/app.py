@@ -65,9 +65,6 @@ def build_app(state: ServeState, routers: Iterable[APIRouter] = ROUTERS) -> Fast
     app = FastAPI(title="seektune serve", version="1", lifespan=_engine_running,
                   description="OpenAI-compatible chat and completions for seektune runs, with feedback capture.")
     app.state.serve = state
-    # the parts by name too: scripts and tests read app.state.catalog.default, app.state.metrics.registry...
-    for name in ("settings", "engine", "catalog", "store", "metrics"):
-        setattr(app.state, name, getattr(state, name))
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)

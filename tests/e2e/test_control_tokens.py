@@ -41,7 +41,7 @@ def test_the_server_counts_stores_and_exports_the_literal_text(tiny_llama, token
     db = tmp_path / "feedback.sqlite"
     app = create_app(ServeSettings(target=str(tiny_llama), feedback_db=db))
     with TestClient(app) as client:
-        model = app.state.catalog.default
+        model = app.state.serve.catalog.default
         reply = client.post("/v1/chat/completions", json={
             "model": model, "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": INJECTION}]})
         assert reply.status_code == 200, reply.text

@@ -33,7 +33,7 @@ def export(db, to: str, out, *flags: str) -> str:
 def test_served_feedback_exports_only_complete_chat_answers_and_pairs_every_choice(tmp_path, tiny_llama):
     db = tmp_path / "feedback.sqlite"
     served = create_app(ServeSettings(target=str(tiny_llama), feedback_db=db))
-    model = served.state.catalog.default
+    model = served.state.serve.catalog.default
     with TestClient(served) as client:
         def rate(completion_id: str, rating: str, **extra) -> None:
             response = client.post("/v1/feedback", json={"id": completion_id, "rating": rating, **extra})

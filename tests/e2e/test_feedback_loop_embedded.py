@@ -43,7 +43,7 @@ def test_corrections_through_the_api_are_learned_by_update(tmp_path):
         with TestClient(served) as client:
             for question, (correction, _) in CORRECTIONS.items():
                 response = client.post("/v1/chat/completions", json={
-                    "model": served.state.catalog.default, "max_tokens": 40, "temperature": 0,
+                    "model": served.state.serve.catalog.default, "max_tokens": 40, "temperature": 0,
                     "messages": [{"role": "user", "content": question}]})
                 assert response.status_code == 200, response.text
                 body = response.json()

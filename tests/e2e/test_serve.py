@@ -69,7 +69,7 @@ class LiveServer:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or "none", max_retries=0, timeout=30)
 
     def metric(self, name: str, labels: dict | None = None) -> float:
-        return self.app.state.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+        return self.app.state.serve.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
     def stop(self):
         self.server.should_exit = True
@@ -138,7 +138,7 @@ def test_openai_client_chat_and_models(server):
     assert reply.choices[0].message.role == "assistant" and reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.prompt_tokens > 5 and 0 < reply.usage.completion_tokens <= 24
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
-    default = server.app.state.catalog.default
+    default = server.app.state.serve.catalog.default
     assert default.startswith("long-llama")  # the model directory's name
     assert {m.id for m in client.models.list()} == {default, "base", "alpha", "beta"}
     text = client.completions.create(model="base", prompt="Returns are accepted", max_tokens=8, temperature=0)
@@ -269,12 +269,12 @@ def test_a_request_joins_a_running_batch_without_changing_answers(server):
 
 
 def _wait_idle(live: LiveServer) -> None:
-    wait_for(lambda: not live.app.state.engine.active_requests and not live.metric("seektune_in_flight_requests"),
+    wait_for(lambda: not live.app.state.serve.engine.active_requests and not live.metric("seektune_in_flight_requests"),
              "the server to free every request's slot")
 
 
 def test_client_disconnect_mid_stream_frees_its_slot(server):
-    engine = server.app.state.engine
+    engine = server.app.state.serve.engine
     cancelled = engine.cancelled_rows
     body = {"model": "base", "messages": HELLO, "max_tokens": 2000, "temperature": 0, "stream": True}
     with httpx.Client(timeout=10) as client, \
@@ -325,7 +325,7 @@ def test_feedback_is_stored_and_unknown_ids_404(server):
     url = f"{server.url}/v1/feedback"
     response = httpx.post(url, headers=AUTH, json={"id": reply.id, "rating": "down", "correction": "45 days."})
     assert response.status_code == 200 and response.json() == {"ok": True}
-    stored = {c["id"]: c for c in FeedbackStore(server.app.state.store.path).completions()}
+    stored = {c["id"]: c for c in FeedbackStore(server.app.state.serve.store.path).completions()}
     assert stored[reply.id]["response"] == reply.choices[0].message.content
     assert stored[reply.id]["messages"][-1] == HELLO[-1] and stored[reply.id]["model"] == "alpha"
     assert stored[reply.id]["feedback"][-1]["correction"] == "45 days."
@@ -337,7 +337,7 @@ def test_feedback_is_stored_and_unknown_ids_404(server):
 
 
 def test_cache_hit_on_a_repeated_greedy_request(small, runs):
-    assert small.app.state.store.path == RunDir(runs / "alpha").feedback_db  # a run keeps its own feedback
+    assert small.app.state.serve.store.path == RunDir(runs / "alpha").feedback_db  # a run keeps its own feedback
     client = small.client(key=None)
     run_id = next(m.id for m in client.models.list() if m.id != "base")
     assert run_id == "alpha"
@@ -391,7 +391,7 @@ def test_r1_style_model_returns_reasoning_content(long_llama, tmp_path):
         deltas = [c.choices[0].delta for c in chunks if c.choices]
         assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == whole.reasoning_content
         assert "".join(d.content or "" for d in deltas) == whole.content
-        stored = FeedbackStore(live.app.state.store.path).completions()[-1]
+        stored = FeedbackStore(live.app.state.serve.store.path).completions()[-1]
         assert stored["reasoning"] == whole.reasoning_content
     finally:
         live.stop()
@@ -466,7 +466,7 @@ def test_schemathesis_finds_no_server_errors(small):
     spec = small.app.openapi()
     for name in ("ChatCompletionRequest", "CompletionRequest"):  # valid cases should reach the model, not 404
         spec["components"]["schemas"][name]["properties"]["model"] = {
-            "type": "string", "enum": list(small.app.state.catalog.routes)}
+            "type": "string", "enum": list(small.app.state.serve.catalog.routes)}
     schema = schemathesis.openapi.from_dict(spec)
     strategy = schema.as_strategy(GenerationMode.POSITIVE) | schema.as_strategy(GenerationMode.NEGATIVE)
     failures, statuses = [], set()

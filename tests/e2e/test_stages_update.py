@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from seektune.cli import app
 from seektune.data.io import read_jsonl
 from seektune.recipe import RecipeError, load_recipe
-from seektune.runs import load_run
+from seektune.runs import RunDir
 from seektune.train import pipeline
 from seektune.train.run import run as train
 from tests.conftest import write_recipe
@@ -48,7 +48,7 @@ def test_continue_stage_starts_from_the_previous_stage_adapter(tmp_path, tiny_ll
     final = _lora(run_dir / "adapter")
     assert all(torch.equal(final[k], second[k]) for k in final)
 
-    second_recipe = load_run(run_dir / "stages" / "02-domain")
+    second_recipe = RunDir(run_dir / "stages" / "02-domain").recipe()
     assert second_recipe.model.adapter == str(run_dir / "stages" / "01-general" / "adapter")
     summary = json.loads((run_dir / "train.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == ["general", "domain"]
@@ -79,7 +79,7 @@ def test_merge_stage_trains_a_fresh_adapter_on_merged_weights(tmp_path, tiny_lla
     ])
     run_dir = train(load_recipe(recipe_file))
     polish = run_dir / "stages" / "02-polish"
-    assert load_run(polish).model.merge == [str(run_dir / "stages" / "01-sft" / "adapter")]
+    assert RunDir(polish).recipe().model.merge == [str(run_dir / "stages" / "01-sft" / "adapter")]
     trained = json.loads((polish / "train.json").read_text())
     assert trained["trainable_parameters"] < trained["total_parameters"]  # a fresh adapter trained, not everything
     # an adapter on merged weights is saved merged: every later stage loads the run from model.name alone
@@ -178,7 +178,7 @@ def test_update_replays_old_rows_and_reports_forgetting(tmp_path, trained_run):
     assert json.loads((out / "train.json").read_text())["train_rows"] == len(rows)
     old_rows = {json.dumps(r["messages"]) for r in read_jsonl(trained_run / "data" / "train.jsonl")}
     assert all(json.dumps(r["messages"]) in old_rows for r in replayed)
-    recipe = load_run(out)
+    recipe = RunDir(out).recipe()
     assert recipe.model.adapter == str((trained_run / "adapter").resolve()) and recipe.update.replay == 0.5
     report = json.loads((out / "update.json").read_text())
     assert report["replay"]["replay_rows"] == len(replayed)
@@ -230,7 +230,7 @@ def test_serve_feedback_update_round_trip_gives_the_corrected_answer(tmp_path, t
         app_ = create_app(ServeSettings(target=str(target), allowed_run_dirs=[tmp_path]))
         with TestClient(app_) as client:
             reply = client.post("/v1/chat/completions", json={
-                "model": app_.state.catalog.default, "messages": question, "max_tokens": 16, "temperature": 0})
+                "model": app_.state.serve.catalog.default, "messages": question, "max_tokens": 16, "temperature": 0})
             assert reply.status_code == 200, reply.text
             body = reply.json()
             if target == run_dir:
