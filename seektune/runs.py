@@ -305,16 +305,6 @@ def is_run_dir(path: str | Path) -> bool:
     return RunDir(path).is_run()
 
 
-def load_run(path: str | Path) -> Recipe:
-    """The resolved recipe of an existing run directory."""
-    return RunDir(path).recipe()
-
-
-def save_resolved(recipe: Recipe, path: str | Path | None = None) -> Path:
-    """Write ``recipe`` as the resolved recipe of ``path`` (default: its own output_dir)."""
-    return RunDir(path if path is not None else recipe.output_dir).save_recipe(recipe)
-
-
 def fingerprint(directory: Path) -> str:
     """Content hash of a model or adapter directory's weights and configs (caches key on it).
 

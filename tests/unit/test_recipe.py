@@ -1,7 +1,7 @@
 import pytest
 
 from seektune.recipe import RecipeError, load_recipe
-from seektune.runs import load_run, save_resolved
+from seektune.runs import RunDir, run_of
 
 
 def write(tmp_path, text):
@@ -52,8 +52,8 @@ def test_overrides_are_typed_and_reach_nested_fields(tmp_path):
 def test_resolved_recipe_round_trips(tmp_path):
     path = write(tmp_path, f"output_dir: {tmp_path / 'run'}\ndata:\n  paths: [x.jsonl]\n")
     recipe = load_recipe(path, ["train.epochs=2"])
-    save_resolved(recipe)
-    again = load_run(tmp_path / "run")
+    run_of(recipe).save_recipe(recipe)
+    again = RunDir(tmp_path / "run").recipe()
     assert again == recipe
 
 
