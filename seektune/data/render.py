@@ -22,6 +22,7 @@ chat, and the loss mask needs the text cut into segments first.)
 from __future__ import annotations
 
 import re
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -39,19 +40,37 @@ class RenderError(ValueError):
 _OPEN, _CLOSE = "\U000f0000", "\U000f0001"
 
 
+# tokenizer -> ((chat template, vocabulary size), its control tokens): every rendered row asks, so the
+# scan over the added tokens runs once per tokenizer (again only if its template or vocabulary changes)
+_CONTROL_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def control_tokens(tokenizer) -> tuple[str, ...]:
     """The added tokens that user text must not produce: every special token, the tokenizer's
     ``chat_control_tokens`` if it lists them, and any added token the chat template writes
     (DeepSeek-R1's ``<think>`` is not special but is structure). Whitespace tokens are left
     alone: templates and text both hold them as ordinary text."""
-    listed = set(getattr(tokenizer, "chat_control_tokens", None) or ())
     template = getattr(tokenizer, "chat_template", None) or ""
-    template = template if isinstance(template, str) else "\0".join(template.values())
+    key = (template if isinstance(template, str) else tuple(sorted(template.items())),
+           len(tokenizer) if hasattr(tokenizer, "__len__") else None)
+    try:
+        cached = _CONTROL_TOKENS.get(tokenizer)
+    except TypeError:  # a stand-in that cannot be weakly referenced: no cache
+        cached = None
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    listed = set(getattr(tokenizer, "chat_control_tokens", None) or ())
+    text = template if isinstance(template, str) else "\0".join(template.values())
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}  # none: a stand-in tokenizer in tests
-    return tuple(sorted(
+    tokens = tuple(sorted(
         token.content for token in added.values()
-        if token.special or token.content in listed or (token.content in template and not token.content.isspace())
+        if token.special or token.content in listed or (token.content in text and not token.content.isspace())
     ))
+    try:
+        _CONTROL_TOKENS[tokenizer] = (key, tokens)
+    except TypeError:
+        pass
+    return tokens
 
 
 @lru_cache(maxsize=16)

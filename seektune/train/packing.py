@@ -222,7 +222,12 @@ def last_hidden_state(model, inputs: dict[str, Any]) -> torch.Tensor:
 
 def keeps_logits(model) -> bool:
     """Whether the model's forward takes ``logits_to_keep`` (every transformers causal LM does)."""
-    return "logits_to_keep" in inspect.signature(type(causal_lm_of(model)).forward).parameters
+    return _takes_logits_to_keep(type(causal_lm_of(model)))
+
+
+@functools.cache
+def _takes_logits_to_keep(model_class: type) -> bool:  # asked on every micro-batch: inspect once per class
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 class LabelOnlyHead:
@@ -288,5 +293,5 @@ class LabelOnlyHead:
             else:  # padding-free: one row of position_ids
                 tokens = gather(torch.tensor(inputs["position_ids"].size(1),
                                              device=inputs["position_ids"].device)).sum().item()
-            self.__dict__["_seektune_tokens"] = self.__dict__.get("_seektune_tokens", 0) + tokens
-        self.record_total("num_tokens", self.__dict__.get("_seektune_tokens", 0))
+            self.tokens_seen += tokens
+        self.record_total("num_tokens", self.tokens_seen)
