@@ -371,8 +371,9 @@ def record_late_rejects(run: RunDir, stage: str, rejects: list[Reject]) -> dict[
     prepared splits (train, val, test) move the accounting; a derived split's rejects (e.g.
     ``render:train.distilled``) are listed and counted under ``derived_rejects``.
     """
-    previous = [r for r in rejects_of(run) if r.get("step", "").split(":")[0] == stage]
-    kept_rejects = [r for r in rejects_of(run) if r.get("step", "").split(":")[0] != stage]
+    recorded = rejects_of(run)
+    previous = [r for r in recorded if r.get("step", "").split(":")[0] == stage]
+    kept_rejects = [r for r in recorded if r.get("step", "").split(":")[0] != stage]
     everything = kept_rejects + [r.to_dict() for r in rejects]
     if not previous and not rejects:
         return {}
