@@ -83,6 +83,13 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     return target
 
 
+def looks_local(name: str) -> bool:
+    """Whether a model name can only be a local path, never a Hub id (``org/model``): it starts with ``.``,
+    ``/`` or ``~``, has more than one ``/``, or its first folder exists here (``runs/customer-service``)."""
+    parts = Path(name).parts
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (len(parts) > 1 and Path(parts[0]).is_dir())
+
+
 def resolve_model_path(name: str) -> str:
     """Return something ``from_pretrained`` accepts: a local directory or a Hub id."""
     if name in EMBEDDED_MODELS:
@@ -104,7 +111,7 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"{path} is a directory but has no config.json; is it a Hugging Face model folder?")
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if looks_local(name):
         raise ModelNotFound(
             f"model path not found: {name}; use a local HF directory, a .gguf file, a Hub id, "
             f"or one of: {', '.join(EMBEDDED_MODELS)}"

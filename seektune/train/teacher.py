@@ -134,21 +134,18 @@ class Teacher:
 
 
 def _check_local(name: str) -> None:
-    """A name that can only be a local path (it starts with ., / or ~, or its first folder exists here)
-    must exist; a Hub id such as ``deepseek-ai/DeepSeek-R1-Distill-Qwen-7B`` passes on to the loader."""
-    from seektune.models.load import EMBEDDED_MODELS, ModelNotFound
+    """A name that can only be a local path (``models.load.looks_local``) must exist; a Hub id such as
+    ``deepseek-ai/DeepSeek-R1-Distill-Qwen-7B`` passes on to the loader."""
+    from seektune.models.load import EMBEDDED_MODELS, ModelNotFound, looks_local
 
-    path = Path(name).expanduser()
-    if name in EMBEDDED_MODELS or path.exists():
+    if name in EMBEDDED_MODELS or Path(name).expanduser().exists() or not looks_local(name):
         return
     parts = Path(name).parts
-    under_a_local_folder = len(parts) > 1 and Path(parts[0]).is_dir()  # e.g. runs/customer-service
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or under_a_local_folder:
-        hint = " (a run directory holds recipe.resolved.yaml once prepared; train the teacher first)" \
-            if under_a_local_folder else ""
-        raise ModelNotFound(f"distill.teacher: {name} does not exist{hint}; give a trained run directory, a local "
-                            f"model directory or .gguf file, a Hub id, an OpenAI-compatible URL, or one of: "
-                            f"{', '.join(EMBEDDED_MODELS)}")
+    hint = " (a run directory holds recipe.resolved.yaml once prepared; train the teacher first)" \
+        if len(parts) > 1 and Path(parts[0]).is_dir() else ""
+    raise ModelNotFound(f"distill.teacher: {name} does not exist{hint}; give a trained run directory, a local "
+                        f"model directory or .gguf file, a Hub id, an OpenAI-compatible URL, or one of: "
+                        f"{', '.join(EMBEDDED_MODELS)}")
 
 
 def _trained_dir(run: RunDir) -> Path:
