@@ -33,7 +33,7 @@ from seektune.evaluate.generate import generate_answers
 from seektune.evaluate.metrics import facts_found, rouge_l, score, term_coverage
 from seektune.models.load import load_model
 from seektune.recipe import Recipe
-from seektune.runs import RunDir, fingerprint, is_run_dir, load_tuned  # noqa: F401  (is_run_dir: callers)
+from seektune.runs import RunDir, fingerprint, is_run_dir, load_tuned
 from seektune.text import language_of, tokens_of
 
 Answer = dict[str, str | None]  # {"answer", "reasoning"}

@@ -49,20 +49,21 @@ class LoggedMetrics:
     as trl does for its own metrics, without touching trl's private metric store.
     """
 
+    def __init__(self, *args, **kwargs):
+        self.recorded: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+        self.tokens_seen = 0  # a loss that counts tokens itself (packing.LabelOnlyHead) keeps the total here
+        super().__init__(*args, **kwargs)
+
     def record(self, name: str, value: float) -> None:
-        mode = "train" if self.model.training else "eval"
-        store = self.__dict__.setdefault("_seektune_metrics", {"train": {}, "eval": {}})
-        store[mode].setdefault(name, []).append(float(value))
+        self.recorded["train" if self.model.training else "eval"].setdefault(name, []).append(float(value))
 
     def record_total(self, name: str, value: float) -> None:
         """A running figure (e.g. tokens seen so far): the entry shows the latest value."""
-        mode = "train" if self.model.training else "eval"
-        store = self.__dict__.setdefault("_seektune_metrics", {"train": {}, "eval": {}})
-        store[mode][name] = [float(value)]
+        self.recorded["train" if self.model.training else "eval"][name] = [float(value)]
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         mode = "train" if self.model.training else "eval"
-        store = self.__dict__.get("_seektune_metrics", {}).get(mode, {})
+        store = self.recorded[mode]
         prefix = "eval_" if mode == "eval" else ""
         logs.update({f"{prefix}{name}": sum(values) / len(values) for name, values in store.items() if values})
         store.clear()
