@@ -50,11 +50,8 @@ def test_report_opens_cleanly_in_chromium(tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page = _watched_page(browser, problems)
             page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url} ({r.failure})"))
-            page.on("dialog", lambda d: problems.append(f"dialog: {d.message}"))  # an answer's script ran
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto(html_path.resolve().as_uri(), wait_until="load")
@@ -79,6 +76,15 @@ def test_report_opens_cleanly_in_chromium(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
+def _watched_page(browser, problems: list[str]):
+    """A page whose console errors, page errors and dialogs (a script from an answer ran) go to ``problems``."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: problems.append(f"dialog: {d.message}"))
+    return page
+
+
 def _tuned_rouge_text(run: Path) -> str:
     metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))
     return fmt("rougeL", metrics["tuned"]["rougeL"])
@@ -99,10 +105,7 @@ def test_compare_card_and_rating_sheet_open_cleanly(tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("dialog", lambda d: problems.append(f"dialog: {d.message}"))
+            page = _watched_page(browser, problems)
             page.on("request", lambda r: None if r.url.startswith(("file://", "data:")) else problems.append(r.url))
             for path, (image, text) in pages.items():
                 page.goto(path.resolve().as_uri(), wait_until="load")
