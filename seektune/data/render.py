@@ -145,6 +145,14 @@ def encode_user_text(tokenizer, text: str) -> list[int]:
     return encode_marked(tokenizer, mark_user_text(tokenizer, text))
 
 
+def with_special_tokens(tokenizer, ids: list[int]) -> list[int]:
+    """``ids`` framed as the tokenizer frames any text it encodes with ``add_special_tokens`` (e.g. a BOS),
+    found by encoding one plain token both ways."""
+    bare, framed = (tokenizer("a", add_special_tokens=flag)["input_ids"] for flag in (False, True))
+    start = next((i for i in range(len(framed) - len(bare) + 1) if framed[i:i + len(bare)] == bare), 0)
+    return framed[:start] + ids + framed[start + len(bare):]
+
+
 def _apply(tokenizer, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
@@ -234,3 +242,69 @@ def prompt_text(tokenizer, messages: list[dict[str, Any]]) -> str:
 def prompt_ids(tokenizer, messages: list[dict[str, Any]]) -> list[int]:
     """The token ids of ``prompt_text``, with control-token strings in user text as plain text."""
     return encode_marked(tokenizer, _apply(tokenizer, mark_user_text(tokenizer, _prompt_messages(messages)), True))
+
+
+def continuation_ids(tokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], str]:
+    """A served conversation's prompt ``(ids, text)``: every message kept, the generation prompt added.
+
+    Unlike ``prompt_ids`` (which drops a final assistant turn: in a training row it is the
+    reference answer), a final assistant message here is the start of the answer, a prefix the
+    model continues: its text follows the generation prompt, as plain text like all user text."""
+    head, prefix = messages, ""
+    if messages and messages[-1]["role"] == "assistant":
+        head, prefix = messages[:-1], messages[-1]["content"] or ""
+    if head:
+        text = _apply(tokenizer, head, True)
+        ids = encode_marked(tokenizer, _apply(tokenizer, mark_user_text(tokenizer, head), True))
+    else:  # only a prefix: the generation prompt alone (what a one-turn rendering adds for the answer)
+        probe = [{"role": "user", "content": ""}]
+        text = _apply(tokenizer, probe, True)[len(_apply(tokenizer, probe, False)):]
+        ids = encode_marked(tokenizer, text)
+    if prefix:
+        ids, text = ids + encode_user_text(tokenizer, prefix), text + prefix
+    return ids, text
+
+
+# ---------------------------------------------------------------- for trainers that tokenise rows themselves
+
+
+class _MarkedText:
+    """Mixin over a tokenizer class: text carrying `mark_user_text`'s markers is tokenised with
+    `encode_marked`, in ``apply_chat_template(tokenize=True)`` and in ``__call__`` on one string;
+    everything else is the tokenizer's own behaviour."""
+
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        simple = (kwargs.get("tokenize", True) and kwargs.get("return_dict", True) and not args
+                  and not any(kwargs.get(k) for k in ("return_tensors", "padding", "truncation",
+                                                      "return_assistant_tokens_mask", "tokenizer_kwargs"))
+                  and isinstance(conversation, list) and conversation and isinstance(conversation[0], dict))
+        if not simple:
+            return super().apply_chat_template(conversation, *args, **kwargs)
+        text = super().apply_chat_template(conversation, **{**kwargs, "tokenize": False, "return_dict": False})
+        ids = encode_marked(self, text)
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+    def __call__(self, text=None, *args, **kwargs):
+        if not (isinstance(text, str) and (_OPEN in text or _CLOSE in text)) or args or kwargs.get("return_tensors"):
+            return super().__call__(text, *args, **kwargs)
+        ids = encode_marked(self, text)
+        if kwargs.get("add_special_tokens", True):
+            ids = with_special_tokens(self, ids)
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+
+_MARKED_CLASSES: dict[type, type] = {}
+
+
+def control_safe(tokenizer):
+    """A copy of ``tokenizer`` for a trainer that renders and tokenises rows itself (trl's DPO / KTO /
+    ORPO): give it rows passed through `mark_user_text`, and control-token strings in their text stay
+    plain text, as in `render`. The copy shares the tokenizer's vocabulary and saves as the same class."""
+    base = type(tokenizer)
+    if isinstance(tokenizer, _MarkedText):
+        return tokenizer
+    if base not in _MARKED_CLASSES:  # the same name, so save_pretrained records the class from_pretrained knows
+        _MARKED_CLASSES[base] = type(base.__name__, (_MarkedText, base), {"__module__": base.__module__})
+    safe = object.__new__(_MARKED_CLASSES[base])
+    safe.__dict__.update(tokenizer.__dict__)
+    return safe

@@ -14,7 +14,8 @@ With an API key set, every route but ``/health``, ``/`` and ``/static/*`` needs
 playground page itself loads without the key so a browser can open it; it then asks
 the user for the key and sends it with each API call. `serve` answers only requests whose
 ``Host`` is the bound host or a loopback name (``--allowed-host`` adds others), and gives a
-request body ``--body-timeout`` seconds to arrive before 408 (see ``guard.py``).
+request body ``--body-timeout`` seconds to arrive before 408 (see ``guard.py``). ``/openapi.json``
+documents every status, cap and model id of the running server (``openapi.py``).
 
 Requests never name a file, a template or code: the request models keep only OpenAI's
 sampling fields (unknown fields such as ``chat_template`` or ``tools`` are dropped, never
@@ -37,6 +38,7 @@ from fastapi import APIRouter, FastAPI
 
 from seektune.serve.errors import install_error_handlers
 from seektune.serve.guard import Guard, default_allowed_hosts
+from seektune.serve.openapi import install_openapi
 from seektune.serve.routes import completions, feedback, health, models, playground
 from seektune.serve.state import Metrics, ServeSettings, ServeState
 
@@ -66,6 +68,7 @@ def build_app(state: ServeState, routers: Iterable[APIRouter] = ROUTERS) -> Fast
                   description="OpenAI-compatible chat and completions for seektune runs, with feedback capture.")
     app.state.serve = state
     install_error_handlers(app)
+    install_openapi(app)  # /openapi.json states the statuses, caps and model ids of this server
     for router in routers:
         app.include_router(router)
     if playground.router in routers:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from seektune.data.render import encode_user_text, prompt_ids, prompt_text
+from seektune.data.render import continuation_ids, encode_user_text, with_special_tokens
 from seektune.serve.catalog import Catalog
 from seektune.serve.errors import APIError, error_body
 from seektune.serve.feedback import StoredChoice
@@ -49,6 +49,22 @@ class Job:
     in_reasoning: bool
     stream: bool
     include_usage: bool
+    prefix: str = ""  # a chat request's final assistant message: the answer's start, continued
+
+    def splitter(self) -> ThinkSplitter | None:
+        """A chat answer's reasoning / content splitter, past the prefix (whose pieces `prefix_parts` has)."""
+        if self.kind != "chat":
+            return None
+        splitter = ThinkSplitter(self.in_reasoning)
+        splitter.feed(self.prefix)
+        return splitter
+
+    def prefix_parts(self) -> tuple[str, str]:
+        """The prefix split as the answer is: (content, reasoning) it contributes to a stored choice."""
+        parts = {"content": "", "reasoning_content": ""}
+        for kind, text in ThinkSplitter(self.in_reasoning).feed(self.prefix) if self.prefix else []:
+            parts[kind] += text
+        return parts["content"], parts["reasoning_content"]
 
 
 def _plain(message: ChatMessage) -> dict[str, str]:
@@ -91,10 +107,13 @@ def sampling_params(state: ServeState, body: SamplingFields, prompt_len: int, re
     settings, engine = state.settings, state.engine
     n = body.n or 1
     if n > settings.max_n:
-        raise APIError(400, f"n is {n}; this server allows at most {settings.max_n}.", param="n")
-    if requested is not None and requested > settings.max_tokens_cap:
-        raise APIError(400, f"max_tokens is {requested}; this server allows at most {settings.max_tokens_cap}.",
-                       param="max_tokens")
+        raise APIError(400, f"n is {n}; this server allows at most {settings.max_n}.", code="above_server_limit",
+                       param="n")
+    for name in ("max_tokens", "max_completion_tokens"):  # each one given is checked, not only the one used
+        asked = getattr(body, name, None)
+        if asked is not None and asked > settings.max_tokens_cap:
+            raise APIError(400, f"{name} is {asked}; this server allows at most {settings.max_tokens_cap}.",
+                           code="above_server_limit", param=name)
     if prompt_len > settings.max_prompt_tokens:
         raise APIError(400, f"The prompt has {prompt_len} tokens; this server allows at most "
                             f"{settings.max_prompt_tokens}.", code="context_length_exceeded", param=param)
@@ -104,12 +123,12 @@ def sampling_params(state: ServeState, body: SamplingFields, prompt_len: int, re
                             f"{engine.context_length}.", code="context_length_exceeded", param=param)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
-        raise APIError(400, "stop takes at most 4 strings.", param="stop")
+        raise APIError(400, "stop takes at most 4 strings.", code="above_server_limit", param="stop")
     return SamplingParams(
         max_tokens=min(requested or settings.max_tokens_cap, room),
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
-        seed=body.seed,
+        seed=None if body.seed is None else body.seed % 2**63,  # any integer; engines take a non-negative int64
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         stop=tuple(s for s in stop if s),
@@ -123,35 +142,31 @@ def tokens_of(tokenizer, text: str, special: bool) -> list[int]:
     try:
         ids = encode_user_text(tokenizer, text) if text else tokenizer(text, add_special_tokens=special)["input_ids"]
     except Exception as err:  # e.g. a lone surrogate the tokenizer cannot encode
-        raise APIError(400, f"The text cannot be tokenized: {err}") from err
-    if not special or not text:
-        return ids
-    # the ids the tokenizer itself puts around any text (e.g. a BOS), found around one plain token
-    bare, framed = (tokenizer("a", add_special_tokens=flag)["input_ids"] for flag in (False, True))
-    start = next((i for i in range(len(framed) - len(bare) + 1) if framed[i:i + len(bare)] == bare), 0)
-    return framed[:start] + ids + framed[start + len(bare):]
+        raise APIError(400, f"The text cannot be tokenized: {err}", code="invalid_text", param="prompt") from err
+    return with_special_tokens(tokenizer, ids) if special and text else ids
 
 
 def chat_job(state: ServeState, body: ChatCompletionRequest) -> Job:
-    """A chat request rendered with the model's chat template (and the run's system prompt), checked."""
+    """A chat request rendered with the model's chat template (and the run's system prompt), checked.
+    A last assistant message is continued (see ``render.continuation_ids``)."""
     adapter = resolve_model(state.catalog, body.model)
     messages = [_plain(m) for m in body.messages]
     system = state.catalog.system_prompts.get(body.model)
     if system and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system})
-    try:
-        text = prompt_text(state.tokenizer, messages)
+    prefix = messages.pop()["content"] if messages[-1]["role"] == "assistant" else ""
+    try:  # user text (and the prefix) never becomes a control token
+        ids, text = continuation_ids(state.tokenizer, messages + [{"role": "assistant", "content": prefix}])
+    except (TypeError, UnicodeError) as err:  # e.g. a lone surrogate the tokenizer cannot encode
+        raise APIError(400, f"The text cannot be tokenized: {err}", code="invalid_text", param="messages") from err
     except Exception as err:  # the chat template refused this conversation (e.g. roles out of order)
         raise APIError(400, f"The conversation cannot be rendered with the model's chat template: {err}",
-                       param="messages") from err
-    try:
-        ids = prompt_ids(state.tokenizer, messages)  # user text never becomes a control token
-    except Exception as err:  # e.g. a lone surrogate the tokenizer cannot encode
-        raise APIError(400, f"The text cannot be tokenized: {err}") from err
+                       code="invalid_conversation", param="messages") from err
     requested = body.max_completion_tokens or body.max_tokens
     params = sampling_params(state, body, len(ids), requested, "messages")
-    return Job("chat", body.model, adapter, messages, ids, params, text.rstrip().endswith(ThinkSplitter.OPEN),
-               bool(body.stream), bool(body.stream_options and body.stream_options.include_usage))
+    in_reasoning = text[:len(text) - len(prefix)].rstrip().endswith(ThinkSplitter.OPEN)
+    return Job("chat", body.model, adapter, messages, ids, params, in_reasoning,
+               bool(body.stream), bool(body.stream_options and body.stream_options.include_usage), prefix)
 
 
 def text_job(state: ServeState, body: CompletionRequest) -> Job:
@@ -159,7 +174,7 @@ def text_job(state: ServeState, body: CompletionRequest) -> Job:
     adapter = resolve_model(state.catalog, body.model)
     ids = tokens_of(state.tokenizer, body.prompt, True)
     if not ids:
-        raise APIError(400, "The prompt is empty.", param="prompt")
+        raise APIError(400, "The prompt is empty.", code="invalid_value", param="prompt")
     params = sampling_params(state, body, len(ids), body.max_tokens, "prompt")
     return Job("text", body.model, adapter, [{"role": "user", "content": body.prompt}], ids, params, False,
                bool(body.stream), bool(body.stream_options and body.stream_options.include_usage))
@@ -188,7 +203,7 @@ async def run_job(state: ServeState, job: Job, request: Request, started: float)
                 yield "finish", (index, choice.finish_reason)
             yield "done", hit
             return
-    splitters = [ThinkSplitter(job.in_reasoning) if job.kind == "chat" else None for _ in choices]
+    splitters = [job.splitter() for _ in choices]
     handle = state.engine.submit(job.adapter, job.prompt_ids, job.params)
     gone = asyncio.Event()  # set when the client disconnects
     watcher = asyncio.create_task(_cancel_on_disconnect(request, handle, gone))
@@ -228,7 +243,9 @@ async def record(state: ServeState, completion_id: str, job: Job, choices: list[
     `POST /v1/feedback` can rate it and an export can tell complete chat answers from the rest."""
     store = state.store
     try:  # feedback capture must never fail the completion itself
-        first, *more = [StoredChoice(c.text(), c.reasoning_text(), c.finish_reason) for c in choices]
+        content, reasoning = job.prefix_parts()  # a continued prefix is part of the stored answer
+        first, *more = [StoredChoice(content + c.text(), (reasoning + (c.reasoning_text() or "")) or None,
+                                     c.finish_reason) for c in choices]
         await asyncio.to_thread(store.record_completion, completion_id, job.model, job.messages, *first,
                                 route="chat" if job.kind == "chat" else "completion", more_choices=more)
     except Exception:

@@ -141,7 +141,9 @@ class Guard:
                     await self._refuse(too_large)(scope, receive, send)
                     return None
             except ValueError:
-                await self._refuse(APIError(400, "Invalid Content-Length header."))(scope, receive, send)
+                invalid = APIError(400, "Invalid Content-Length header.", code="invalid_content_length",
+                                   param="Content-Length")
+                await self._refuse(invalid)(scope, receive, send)
                 return None
         chunks, size = [], 0
         try:

@@ -1,21 +1,41 @@
-"""The request bodies of the API: OpenAI's fields that seektune acts on, nothing else.
+"""The request and response bodies of the API: OpenAI's fields that seektune acts on, nothing else.
 
 Unknown fields (``chat_template``, ``tools``, ``logit_bias``, ``adapter``...) are dropped, never
 acted on, so a request cannot name a file, a template or code; ``model`` only selects among
-the ids loaded at start-up. Limits that depend on the server (``n`` up to ``max_n``,
-``max_tokens`` up to ``max_tokens_cap``) are checked in ``completion.py``.
+the ids loaded at start-up. Types are strict: ``"max_tokens": "5"`` or ``"stream": "yes"`` is a
+400 naming the field, never coerced (an integer is still a valid float). Limits that depend on
+the server (``n`` up to ``max_n``, ``max_tokens`` up to ``max_tokens_cap``, the model ids) are
+checked in ``completion.py`` and written into the OpenAPI document at start-up (``openapi.py``).
+
+The response models exist for the OpenAPI document (what a client may rely on); the routes
+build the same bodies as plain dicts.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
+
+from seektune.serve.feedback import MAX_TEXT_CHARS
+
+
+def _not_text(value: Any) -> Any:
+    if isinstance(value, (str, bool)):  # "5" and true are not integers; 5.0 is one, as JSON Schema has it
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+def Integer(**constraints: Any) -> Any:  # noqa: N802 (a type, written like one)
+    """An integer field: 5 and 5.0 pass (JSON Schema's integer), "5", 5.5 and true do not."""
+    return Annotated[int, Strict(False), Field(**constraints), BeforeValidator(_not_text)]
 
 
 class _Body(BaseModel):
-    # Unknown OpenAI fields (tools, logit_bias, user, ...) and anything else are dropped, never acted on.
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    # Unknown OpenAI fields (tools, logit_bias, user, ...) and anything else are dropped, never acted on;
+    # strict: a string is never coerced to a number or a boolean.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)
 
 
 class TextPart(_Body):
@@ -37,9 +57,10 @@ class SamplingFields(_Body):
     model: str = Field(max_length=256, description="A model id from GET /v1/models.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy. Default 1.")
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int | None = Field(None, ge=1, description="Choices per request, at most the server's max_n.")
-    stop: str | list[str] | None = Field(None, description="Up to 4 strings that end a choice (not returned).")
-    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
+    n: Integer(ge=1) | None = Field(None, description="Choices per request, at most the server's max_n.")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 strings that end a choice (not returned).")
+    seed: Integer() | None = Field(None, description="Any integer; the same seed and request give the same answer.")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool | None = False
@@ -47,19 +68,107 @@ class SamplingFields(_Body):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, description=(
+        "The conversation. A last message from the assistant is continued: its text is the start of "
+        "the answer (a prefix), and the response holds only what the model adds to it."))
+    max_tokens: Integer(ge=1) | None = None
+    max_completion_tokens: Integer(ge=1) | None = None
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str = Field(description="Text to continue; no chat template is applied.")
-    max_tokens: int | None = Field(16, ge=1)
+    prompt: str = Field(min_length=1, description="Text to continue; no chat template is applied.")
+    max_tokens: Integer(ge=1) | None = 16
 
 
 class FeedbackRequest(_Body):
     id: str = Field(min_length=1, max_length=128, description="A completion id returned by this server.")
     rating: Literal["up", "down"]
-    correction: str | None = Field(None, description="A better answer.")
-    comment: str | None = None
-    choice: int = Field(0, ge=0, description="Which choice of an n > 1 completion is rated (its index).")
+    # regex_engine: Python's \S is str.isspace's complement, the store's own test of "empty"
+    model_config = ConfigDict(regex_engine="python-re")
+
+    correction: str | None = Field(None, pattern=r"\S", max_length=MAX_TEXT_CHARS, description="A better answer.")
+    comment: str | None = Field(None, pattern=r"\S", max_length=MAX_TEXT_CHARS)
+    choice: Integer(ge=0) = Field(0, description="Which choice of an n > 1 completion is rated (its index).")
+
+
+# ---------------------------------------------------------------- responses (for the OpenAPI document)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Usage(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AnswerMessage(_Out):
+    role: Literal["assistant"]
+    content: str
+    reasoning_content: str | None = Field(None, description="A reasoning model's <think> part, when it has one.")
+
+
+class ChatChoice(_Out):
+    index: int
+    message: AnswerMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(_Out):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class TextChoice(_Out):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class TextCompletion(_Out):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+
+
+class ModelCard(_Out):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(_Out):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class FeedbackAck(_Out):
+    ok: Literal[True]
+
+
+class Health(_Out):
+    status: Literal["ok"]
+    models: list[str]
+
+
+class ErrorDetail(_Out):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(_Out):
+    error: ErrorDetail

@@ -39,7 +39,8 @@ class FakeTokenizer:
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True) -> str:
         if messages[-1]["role"] == "system":
             raise ValueError("the conversation ends with a system message")
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + ("assistant:" if add_generation_prompt
+                                                                              else "")
 
 
 class FakeEngine:
@@ -158,7 +159,7 @@ def test_a_bad_chat_request_is_a_400_naming_the_field(tmp_path, change, param):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param, error
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code"} and error["code"], error  # a code to act on
     assert engine.submitted == []
 
 
@@ -380,3 +381,5 @@ def test_invalid_json_is_a_400(tmp_path):
         response = client.post("/v1/chat/completions", content=b"{not json",
                                headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    # no field to name (pydantic's location would be a character offset, "1")
+    assert response.json()["error"]["param"] is None and response.json()["error"]["code"] == "invalid_json"
