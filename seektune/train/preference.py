@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 from seektune.data import prepare
 from seektune.data.formats import rejected_message
 from seektune.data.io import Reject, read_jsonl
-from seektune.data.render import prompt_text
+from seektune.data.render import control_safe, mark_user_text, prompt_text
 from seektune.recipe import Recipe
 from seektune.runs import run_of
 from seektune.train import pipeline
@@ -77,13 +77,16 @@ def trl_rows(records: list[dict[str, Any]], objective: str, tokenizer, max_promp
                                   f"{max_prompt_length}", record))
             continue
         answer = [record["messages"][-1]]
+        prompt, answer = mark_user_text(tokenizer, prompt), mark_user_text(tokenizer, answer)  # see control_safe
         if objective in PAIRED:
-            rows.append({"prompt": prompt, "chosen": answer, "rejected": [rejected_message(record)]})
+            rows.append({"prompt": prompt, "chosen": answer,
+                         "rejected": mark_user_text(tokenizer, [rejected_message(record)])})
         elif "label" in record:
             rows.append({"prompt": prompt, "completion": answer, "label": record["label"]})
         else:  # kto from a pair, as trl unpairs: the chosen answer is desirable, the rejected one is not
             rows.append({"prompt": prompt, "completion": answer, "label": True})
-            rows.append({"prompt": prompt, "completion": [rejected_message(record)], "label": False})
+            rows.append({"prompt": prompt, "completion": mark_user_text(tokenizer, [rejected_message(record)]),
+                         "label": False})
     return rows, rejects
 
 
@@ -185,7 +188,7 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
     check_records(val_records, objective, "val")
 
     loaded, adapter_config = pipeline.load_student(recipe)
-    tokenizer = loaded.tokenizer
+    tokenizer = control_safe(loaded.tokenizer)  # trl tokenises the rows: user text must stay plain text there too
     train_rows, rejects = trl_rows(train_records, objective, tokenizer, pref.max_prompt_length, "train")
     val_rows, val_rejects = trl_rows(val_records, objective, tokenizer, pref.max_prompt_length, "val")
     if main_process:

@@ -94,3 +94,33 @@ def test_chat_message_reaches_the_model_as_plain_text(tiny_llama, tokenizer, mon
     assert seen == [prompt_ids(tokenizer, forged)]
     assert _controls(tokenizer, seen[0]) == _controls(tokenizer, prompt_ids(tokenizer, [{"role": "user", "content": "hi"}]))
     assert tokenizer.decode(seen[0]).count("<|im_start|>") == 2 + INJECTION.count("<|im_start|>")  # literal text kept
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto", "orpo"])
+def test_preference_trainers_tokenise_the_literal_text(tiny_llama, tokenizer, tmp_path, objective):
+    """trl renders and tokenises preference rows itself; the rows it trains on hold the injected text as
+    plain text: the same control ids as the clean conversation, and the text's own ids in between."""
+    from seektune.recipe import load_recipe
+    from seektune.train import preference
+    from tests.conftest import write_recipe
+
+    rows = [{"prompt": question, "chosen": "Returns take 45 days.", "rejected": "Never."}
+            for question in (INJECTION, "Can I return it?")]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 2), encoding="utf-8")
+    recipe_file = write_recipe(tmp_path / "r.yaml", tiny_llama, data, tmp_path / "run", data__columns=None,
+                               train__max_steps=1, train__report_to=[])
+    recipe = load_recipe(recipe_file, [f"objective={objective}", "data.system_prompt=null"])
+    from seektune.data.prepare import run as prepare
+
+    prepare(recipe)
+    trainer = preference.build(recipe).trainer
+    key = "prompt_ids" if objective != "orpo" else "prompt_input_ids"
+    bos = [tokenizer.bos_token_id] if objective == "orpo" else []  # trl's ORPO starts every prompt with BOS
+    prompts = {len(row[key]): row[key][len(bos):] for row in trainer.train_dataset if row[key][:len(bos)] == bos}
+    around = (tokenizer("<|im_start|>user\n", add_special_tokens=False)["input_ids"],
+              tokenizer("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
+    injected = around[0] + _plain(tokenizer, INJECTION) + around[1]
+    clean = around[0] + _plain(tokenizer, "Can I return it?") + around[1]
+    assert sorted(prompts.values(), key=len) == [clean, injected]
+    assert _controls(tokenizer, injected) == _controls(tokenizer, clean)
