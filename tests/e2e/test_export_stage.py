@@ -68,6 +68,12 @@ def test_export_merged_int8_and_gguf_record_parity(run_dir):
     assert gguf["parity"]["max_abs_logit_diff"] < 1e-2
     assert gguf["parity"]["greedy_identical"] == gguf["parity"]["prompts"]
     assert gguf["parity"]["tokenizer_identical"] == gguf["parity"]["prompts"]
+    llama_cpp = gguf["parity"]["llama_cpp"]  # the same file run by llama.cpp itself
+    assert llama_cpp["prompts"] == gguf["parity"]["prompts"]
+    for key in ("tokenizer_identical", "greedy_identical", "greedy_identical_vs_f16_rounded",
+                "modelfile_template_identical"):
+        assert llama_cpp[key] == llama_cpp["prompts"], key
+    assert llama_cpp["eog_includes_eos"] and llama_cpp["stops_at_end_of_turn"] == llama_cpp["answers_ended_early"]
     assert "FROM ./run-f16.gguf" in (RunDir(run_dir).export("gguf") / "Modelfile").read_text()
 
 
