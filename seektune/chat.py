@@ -19,6 +19,9 @@ def load_for_chat(target: str):
     """A run directory -> base + adapter; anything else -> that model alone. Returns (model, tokenizer, system)."""
     run = RunDir(target)
     if run.is_run():
+        if run.recipe().task == "classification":
+            raise ValueError(f"{target} is a classifier: it labels texts and cannot chat; `seektune eval {target}` "
+                             "scores it and writes its report")
         recipe, loaded, model = run.load_tuned()
         return model, loaded.tokenizer, recipe.data.system_prompt
     from seektune.models.load import load_model

@@ -89,6 +89,15 @@ def print_prepare_summary(run_dir: Path) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
     console.print(f"data: read {summary['read']} rows, kept {summary['kept']} ({splits}), "
                   f"rejected {summary['rejected']}", soft_wrap=True)
+    if summary.get("language_fit"):
+        from rich.markup import escape
+
+        from seektune.data.language_fit import summary_line, warnings_for
+
+        fit, model = summary["language_fit"], summary["language_fit_model"]
+        console.print(escape(summary_line(fit, model)), highlight=False, soft_wrap=True)
+        for warning in warnings_for(fit, model):
+            console.print(f"  [bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     rejects = rejects_of(run_dir)
     for reject in rejects[:20]:
         console.print(f"  [yellow]rejected[/] {reject['origin']}: {reject['reason']} - {reject['detail']}",
@@ -97,46 +106,11 @@ def print_prepare_summary(run_dir: Path) -> None:
         console.print(f"  ... and {len(rejects) - 20} more in {run.rejects}")
 
 
-def print_metrics(metrics: dict) -> None:
-    systems = [s for s in ("base", "tuned") if s in metrics]
-    labels = metrics.get("systems", {})
-    table = Table(title=f"base vs tuned on {metrics.get('split', 'test')}")
-    table.add_column("slice")
-    table.add_column("metric")
-    for system in systems:
-        table.add_column(system, justify="right")
-    if len(systems) == 2:
-        table.add_column("delta", justify="right")
-    slices = [("all", lambda s: metrics[s])]
-    for lang in metrics[systems[0]].get("by_language", {}):
-        slices.append((lang, lambda s, lang=lang: metrics[s]["by_language"][lang]))
-    for name, get in slices:
-        keys = ("fact_accuracy", "rougeL", "bleu") + (("term_coverage", "perplexity") if name == "all" else ())
-        for key in keys:
-            values = [get(s).get(key) for s in systems]
-            if all(v is None for v in values):
-                continue
-            cells = ["-" if v is None else f"{v:.3f}" for v in values]
-            if len(values) == 2 and None not in values:
-                cells.append(f"{values[1] - values[0]:+.3f}")
-            table.add_row(f"{name} (n={get(systems[0])['n']})", key, *cells)
-    console.print(table)
-    for system in systems:
-        if system in labels:
-            console.print(f"  {system}: {labels[system]}", highlight=False, soft_wrap=True)
-        if metrics[system].get("reasoning"):
-            thinking = metrics[system]["reasoning"]
-            console.print(f"  {system} reasoned on {thinking['rows']} rows, {thinking['mean_words']:.0f} words "
-                          f"on average (not scored)", highlight=False)
-    for key, what in (("ab", "by " + str(metrics.get("ab", {}).get("metric"))), ("judge", "by the judge")):
-        ab = metrics.get(key)
-        if not ab:
-            continue
-        verdict = "[green]pass[/]" if ab["passed"] else "[red]below the bar[/]"
-        errors = f"; {ab['errors']} rows without a verdict" if ab.get("errors") else ""
-        console.print(f"tuned vs base {what}: {ab['wins']} wins, {ab['ties']} ties, {ab['losses']} losses; "
-                      f"win rate {ab['win_rate']:.2f} (95% CI {ab['ci_low']:.2f}-{ab['ci_high']:.2f}, "
-                      f"sign test p={ab['p_value']:.2g}); bar {ab['bar']:.2f}: {verdict}{errors}", soft_wrap=True)
+def _is_classification_run(target: str) -> bool:
+    from seektune.runs import RunDir
+
+    run = RunDir(target)
+    return run.is_run() and _guard(run.recipe).task == "classification"
 
 
 @app.command()
@@ -248,25 +222,36 @@ def eval_(
     _quiet_libraries()
     from seektune.evaluate import stage
     from seektune.evaluate.compare import check_gates, parse_fail_under
+    from seektune.evaluate.terminal import print_classification, print_metrics
     from seektune.runs import RunDir
 
     try:
         gates = parse_fail_under(fail_under) if fail_under else {}
     except ValueError as exc:
         _fail(f"--fail-under: {exc}")
-    judge_settings = {k: v for k, v in (("endpoint", judge), ("model", judge_model)) if v}
+    if _is_classification_run(target):  # scored beside its n-gram baseline, on its own eval split
+        from seektune.train import classification
 
-    def evaluate():
-        return stage.run(target, against=against, against_model=against_model, data=data, out=out,
-                         judge=judge_settings or None, overrides=overrides)
+        if against not in (None, "base") or data or out or judge or judge_model:
+            _fail("a classification run is scored on its own eval split, beside its n-gram baseline; "
+                  "--against, --data, --out and --judge are for chat runs")
+        metrics = _guard(classification.evaluate_run, target, overrides)
+        print_classification(metrics, console)
+        console.print(f"report: {RunDir(target).report_html}")
+    else:
+        judge_settings = {k: v for k, v in (("endpoint", judge), ("model", judge_model)) if v}
 
-    metrics = _guard(evaluate)
-    print_metrics(metrics)
-    results = RunDir(stage.results_dir(target, out))
-    cache = metrics.get("cache", {}).get("reused", {})
-    if any(cache.values()):
-        console.print("reused cached answers: " + ", ".join(f"{k} {v}" for k, v in cache.items()))
-    console.print(f"answers side by side: {results.samples}\nreport: {results.report_html}")
+        def evaluate():
+            return stage.run(target, against=against, against_model=against_model, data=data, out=out,
+                             judge=judge_settings or None, overrides=overrides)
+
+        metrics = _guard(evaluate)
+        print_metrics(metrics, console)
+        results = RunDir(stage.results_dir(target, out))
+        cache = metrics.get("cache", {}).get("reused", {})
+        if any(cache.values()):
+            console.print("reused cached answers: " + ", ".join(f"{k} {v}" for k, v in cache.items()))
+        console.print(f"answers side by side: {results.samples}\nreport: {results.report_html}")
     failures = check_gates(metrics["tuned"], gates) if gates else []
     for failure in failures:
         err.print(f"[bold red]gate failed:[/] {failure}", highlight=False, soft_wrap=True)
@@ -281,6 +266,7 @@ def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     import time
 
     from seektune.evaluate import stage as eval_stage
+    from seektune.evaluate.terminal import classification_hint, print_classification, print_metrics
     from seektune.runs import RunDir
     from seektune.train import run as train_router
 
@@ -292,15 +278,18 @@ def run_all(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     console.rule("[bold]2/3 train")
     _guard(train_router.run, loaded)
     console.rule("[bold]3/3 evaluate")
-    if loaded.task == "classification":
-        metrics = json.loads(RunDir(run_dir).metrics.read_text(encoding="utf-8"))["tuned"]
-        console.print({k: v for k, v in metrics.items() if k != "confusion_matrix"})
+    if loaded.task == "classification":  # the train stage scored it (when there is a test split)
+        run = RunDir(run_dir)
+        if run.metrics.is_file():
+            print_classification(json.loads(run.metrics.read_text(encoding="utf-8")), console)
+            console.print(f"report: {run.report_html}")
+        hint = classification_hint(run_dir)
     else:
         metrics = _guard(eval_stage.run, run_dir)
-        print_metrics(metrics)
+        print_metrics(metrics, console)
+        hint = f"try it: seektune chat {run_dir}"
     minutes = (time.time() - started) / 60
-    console.print(f"run directory: {run_dir}  ({minutes:.1f} min)\n"
-                  f"try it: seektune chat {run_dir}")
+    console.print(f"run directory: {run_dir}  ({minutes:.1f} min)\n{hint}", highlight=False, soft_wrap=True)
 
 
 @app.command()

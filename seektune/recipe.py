@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RESOLVED_NAME = "recipe.resolved.yaml"
+DEFAULT_CLASSIFIER = "minilm-l6-v2"  # the embedded encoder a classification recipe trains when it names no model
 
 
 class RecipeError(ValueError):
@@ -161,6 +162,8 @@ class DataSpec(_Section):
     documents: DocumentSpec = Field(default_factory=DocumentSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     leakage: LeakageSpec = Field(default_factory=LeakageSpec)
+    allow_poor_fit: bool = Field(False, description="task classification: train the encoder even when its tokenizer "
+                                 "maps over 25% of the training tokens to [UNK] (see the data card's language fit).")
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -184,11 +187,10 @@ class DataSpec(_Section):
 class MethodSpec(_Section):
     """How the model is adapted. One flat section: each method reads the keys documented for it."""
 
-    name: Literal["lora", "dora", "qlora", "full", "freeze", "prefix", "prompt", "ia3"] = Field(
-        "lora",
-        description="lora / dora / qlora (4-bit base, CUDA only): low-rank adapters; full: every weight; "
-        "freeze: only the last layers or matching modules; prefix / prompt: learned virtual tokens; ia3: "
-        "learned rescaling vectors.",
+    name: Literal["lora", "dora", "qlora", "full", "freeze", "prefix", "prompt", "ia3", "linear"] = Field(
+        "lora", description="lora / dora / qlora (4-bit base, CUDA only): low-rank adapters; full: every weight; "
+        "freeze: the last layers or matching modules; prefix / prompt: learned virtual tokens; ia3: rescaling "
+        "vectors. task classification: full (the default) or linear (a character n-gram classifier, no encoder).",
     )
     r: int = Field(16, gt=0, description="LoRA rank (lora, dora, qlora).")
     alpha: float = Field(32, gt=0, description="LoRA alpha, scaling = alpha / r (lora, dora, qlora).")
@@ -418,6 +420,11 @@ class Recipe(_Section):
             raise ValueError("task classification needs labels: [name, ...] (the label names, in id order)")
         if self.task == "classification" and (self.objective != "sft" or self.stages):
             raise ValueError("task classification trains with its own loss; objective and stages are for chat models")
+        if self.task == "classification":  # no model / method named: the embedded encoder, fine-tuned whole
+            self.model.name = self.model.name if "name" in self.model.model_fields_set else DEFAULT_CLASSIFIER
+            self.method.name = self.method.name if "name" in self.method.model_fields_set else "full"
+        if self.method.name != "full" and (self.task == "classification") != (self.method.name == "linear"):
+            raise ValueError(f"task {self.task} cannot train with method {self.method.name} (a classifier: full or linear)")
         if self.objective == "distill" and self.distill is None:
             raise ValueError("objective distill needs a distill: section with at least teacher: (a run, a model "
                              "or an endpoint URL)")
@@ -561,15 +568,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         model_path = base_dir / recipe.model.name
         if model_path.exists():  # a local directory or .gguf next to the recipe, not a hub id
             recipe.model.name = str(model_path.resolve())
-        for stage in recipe.stages or []:
-            if stage.data and stage.data.get("paths"):
-                paths = stage.data["paths"]
-                paths = [paths] if isinstance(paths, str) else paths
-                stage.data = {**stage.data, "paths": [str((base_dir / p).resolve()) for p in paths]}
-        for option in ("adapter",):
-            value = getattr(recipe.model, option)
-            if value and (base_dir / value).exists():
-                setattr(recipe.model, option, str((base_dir / value).resolve()))
+        for stage in [s for s in recipe.stages or [] if s.data and s.data.get("paths")]:
+            paths = [stage.data["paths"]] if isinstance(stage.data["paths"], str) else stage.data["paths"]
+            stage.data = {**stage.data, "paths": [str((base_dir / p).resolve()) for p in paths]}
+        if recipe.model.adapter and (base_dir / recipe.model.adapter).exists():
+            recipe.model.adapter = str((base_dir / recipe.model.adapter).resolve())
         recipe.model.merge = [str((base_dir / p).resolve()) if (base_dir / p).exists() else p
                               for p in recipe.model.merge]
         if recipe.distill and not recipe.distill.teacher.startswith(("http://", "https://")):

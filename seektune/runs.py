@@ -10,6 +10,7 @@ Every stage writes into one run directory and later stages read only from it::
     data/                        {train,val,test}.jsonl, derived splits (e.g. train.distilled.jsonl),
                                  rejects.jsonl, summary.json, card.json / card.html, replay.json
     adapter/ | model/            the trained adapter (peft) or the whole trained model (full, freeze, merged)
+    classifier/ ngram/           task classification: the fine-tuned encoder; the character n-gram classifier
     checkpoints/ last-good/      sealed checkpoints; the weights before a non-finite loss
     train.json logs/             loss history; TensorBoard logs
     eval/ eval-old/ human_eval/  metrics, samples, answer cache; an update's old-run eval; human sheets
@@ -150,6 +151,12 @@ class RunDir:
     @property
     def classifier(self) -> Path:
         return self.path / "classifier"
+
+    @property
+    def ngram_classifier(self) -> Path:
+        """A classification run's character n-gram classifier: the baseline beside ``classifier/``, or with
+        method linear the whole model."""
+        return self.path / "ngram"
 
     @property
     def source(self) -> Path:

@@ -4,8 +4,9 @@
     language_of("退货期限是45天。")                  # 'zh'
     split_think("<think>r</think>answer")           # ('r', 'answer')
 
-- language: :func:`language_of` ('zh' or 'en'), :func:`is_cjk`, :func:`without_code` (Markdown code
-  removed before judging a language, since code looks English in any language);
+- language: :func:`language_of` ('zh' or 'en'), :func:`script_language_of` ('zh', 'en' or 'other'),
+  :func:`is_cjk`, :func:`without_code` (Markdown code removed before judging a language, since code looks
+  English in any language);
 - tokens: :func:`tokens_of` (words for English, single ideographs for Chinese) and :func:`cjk_tokens`;
 - R1 reasoning: :func:`split_think` (a record's leading ``<think>`` block) and :func:`strip_reasoning`
   (every block of a generated answer, which is then scored without it);
@@ -49,6 +50,17 @@ def language_of(text: str) -> str:
         return "en"
     cjk = sum(1 for char in letters if _CJK.match(char))
     return "zh" if cjk / len(letters) >= 0.3 else "en"
+
+
+def script_language_of(text: str) -> str:
+    """:func:`language_of`, with 'other' for text written mostly in a script that is neither CJK nor Latin
+    (Cyrillic, Arabic, Thai, kana, ...): 'en' stands for Latin script, which is all an encoder's vocabulary
+    check needs to tell apart."""
+    if language_of(text) == "zh":
+        return "zh"
+    letters = [char for char in _WORD_CHAR.findall(text) if char.isalpha()]
+    latin = sum(1 for char in letters if char.isascii() or unicodedata.name(char, "").startswith("LATIN"))
+    return "en" if not letters or latin / len(letters) >= 0.5 else "other"
 
 
 def without_code(text: str) -> str:

@@ -68,6 +68,23 @@ def _plots(card: dict[str, Any]) -> list[tuple[str, str]]:
     return plots
 
 
+def _language_fit(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The encoder's [UNK] rate per language and a warning per poorly covered one (classification only)."""
+    from seektune.data.language_fit import UNK_RATE_LIMIT, poorly_covered, warnings_for
+
+    fit = card.get("language_fit")
+    if not fit:
+        return None
+    poor = set(poorly_covered(fit))
+    return {
+        "model": card.get("language_fit_model", "the encoder"),
+        "limit": f"{UNK_RATE_LIMIT:.0%}",
+        "rows": [[language, part["rows"], f"{part['unk_rate']:.1%}", f"{part['tokens_per_char']:.2f}",
+                  "poor" if language in poor else "ok"] for language, part in fit.items()],
+        "warnings": warnings_for(fit, card.get("language_fit_model", "the encoder")),
+    }
+
+
 def _tables(card: dict[str, Any]) -> dict[str, Any]:
     """The card's tables as rows of values; ``card.html.j2`` lays them out and escapes every cell."""
     reasons = []
@@ -87,6 +104,7 @@ def _tables(card: dict[str, Any]) -> dict[str, Any]:
                    for name, info in card["splits"].items()],
         "extremes": [(title, [[r["tokens"], r["origin"], r["text"]] for r in card[key]])
                      for key, title in (("longest", "Longest rows"), ("shortest", "Shortest rows")) if card.get(key)],
+        "language_fit": _language_fit(card),
     }
 
 

@@ -316,6 +316,8 @@ def run(recipe: Recipe) -> Path:
     for name in SPLITS:
         write_jsonl(run.split(name), splits[name])
     write_jsonl(run.rejects, [r.to_dict() for r in ledger.rejects])
+    if recipe.task == "classification" and recipe.method.name != "linear" and tokenizer is not None:
+        _measure_language_fit(card, splits, tokenizer, recipe.model.name)
     _write_card(card, splits, ledger, read, kept, tokenizer, run, spec, rendered_lengths)
     summary = {
         "read": read, "added": ledger.added, "kept": kept, "rejected": rejected,
@@ -323,8 +325,21 @@ def run(recipe: Recipe) -> Path:
         "splits": {name: len(splits[name]) for name in SPLITS},
         "sources": spec.paths,
     }
+    if "language_fit" in card:
+        summary["language_fit"] = card["language_fit"]
+        summary["language_fit_model"] = card["language_fit_model"]
     run.data_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return run.path
+
+
+def _measure_language_fit(card: dict[str, Any], splits, tokenizer, model: str) -> None:
+    """The encoder's [UNK] rate and tokens per character per language of the kept texts, into the card
+    (whose page warns about a poorly covered language; so does `seektune prepare`'s summary)."""
+    from seektune.data.language_fit import language_fit
+
+    texts = [r["text"] for rows in splits.values() for r in rows if "text" in r]
+    card["language_fit"] = language_fit(texts, tokenizer)
+    card["language_fit_model"] = model
 
 
 def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, run: RunDir, spec: DataSpec,

@@ -16,7 +16,7 @@ from seektune.data.pages import png_data_uri, pyplot
 
 # Order of the metric table; metrics not named here follow in alphabetical order.
 METRIC_ORDER = [
-    "n", "rougeL", "rouge1", "rouge2", "bleu", "chrf", "fact_accuracy", "exact_match", "term_coverage",
+    "n", "accuracy", "macro_f1", "auc_roc", "rougeL", "rouge1", "rouge2", "bleu", "chrf", "fact_accuracy", "exact_match", "term_coverage",
     "distinct_1", "distinct_2", "perplexity", "answer_words", "answer_chars", "win_rate", "judge_win_rate",
 ]
 METRIC_NAMES = {
@@ -26,6 +26,7 @@ METRIC_NAMES = {
     "perplexity": "perplexity on references", "answer_words": "answer words (mean)",
     "answer_chars": "answer chars (mean)", "win_rate": "win rate vs base", "judge_win_rate": "judge win rate",
     "eval_loss": "eval loss", "train_runtime_s": "train time (s)",
+    "accuracy": "accuracy", "macro_f1": "macro-F1", "auc_roc": "AUC (one-vs-rest, macro)",
 }
 HUNDRED_SCALE = {"bleu", "chrf"}
 LOWER_IS_BETTER = {"perplexity", "eval_loss"}

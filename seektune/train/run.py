@@ -4,7 +4,7 @@
     seektune train examples/customer-service/distill.yaml           # objective: distill
     seektune train examples/customer-service/stages.yaml            # stages: sft, then dpo
 
-A classification recipe goes to ``classify``; a ``stages:`` recipe to ``stages``, which trains
+A classification recipe goes to ``classification``; a ``stages:`` recipe to ``stages``, which trains
 each stage back through :func:`train_objective`; otherwise the recipe's ``objective`` picks its
 leaf (``sft``, ``distill``, ``preference``). The leaves share ``train/pipeline.py`` and never
 import each other; a new objective is a new leaf and one branch in :func:`leaf`.
@@ -24,9 +24,9 @@ def leaf(recipe: Recipe) -> ModuleType:
     Objective leaves also offer ``build(recipe, main_process) -> pipeline.Built``: the trainer ready to
     run, which ``seektune tune`` adds its callbacks to before ``pipeline.train_and_save``."""
     if recipe.task == "classification":
-        from seektune.train import classify
+        from seektune.train import classification
 
-        return classify
+        return classification
     if recipe.objective == "sft":
         from seektune.train import sft
 

@@ -242,7 +242,11 @@ def test_classification_task_through_a_recipe(tiny_bert, tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     cli("train", tmp_path / "r.yaml")
     run_dir = tmp_path / "run"
-    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())["tuned"]
+    scores = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    metrics = scores["tuned"]
     assert (run_dir / "classifier" / "model.safetensors").is_file()
     assert metrics["n"] == sum(1 for _ in (run_dir / "data" / "test.jsonl").open())
     assert 0 <= metrics["macro_f1"] <= 1 and len(metrics["confusion_matrix"]) == len(recipe["labels"])
+    # the n-gram baseline is fitted on the same train split and scored on the same rows (one keyword per class)
+    assert scores["baseline"]["n"] == metrics["n"] and scores["baseline"]["accuracy"] == 1.0
+    assert (run_dir / "report.html").is_file() and (run_dir / "train.json").is_file()
