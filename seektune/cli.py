@@ -69,12 +69,13 @@ def _guard(func, *args):
     from seektune.models.load import ModelNotFound
     from seektune.recipe import RecipeError
     from seektune.train.checkpoint import NonFiniteLoss
+    from seektune.train.memory import MemoryTooSmall
     from seektune.train.methods import MethodUnavailable
 
     try:
         return func(*args)
     except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, FileExistsError, ValueError,
-            MethodUnavailable) as exc:
+            MethodUnavailable, MemoryTooSmall) as exc:
         _fail(str(exc))
     except NonFiniteLoss as exc:
         _fail(str(exc), code=3)

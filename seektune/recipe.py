@@ -272,7 +272,10 @@ class TrainSpec(_Section):
         None, description="Order the training rows from easy to hard instead of train.sampling.")
     seed: int = 42
     deterministic: bool = Field(False, description="Deterministic kernels (bit-reproducible on CPU; slower on GPU).")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute activations in the backward pass (less memory, ~1/3 more compute). auto: "
+        "on only when a step would not fit in memory otherwise; a batch that does not fit even then is split into "
+        "micro-batches with gradient accumulation (same rows per step). See seektune/train/memory.py.")
     resume: Literal["auto"] | str | None = Field(None, description="'auto' resumes from the newest checkpoint.")
 
 

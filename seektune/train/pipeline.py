@@ -77,9 +77,10 @@ def trackers(names: list[str]) -> list[str]:
 
 
 def training_args(recipe: Recipe, has_eval: bool, padding_free: bool = False,
-                  config_class=None, sampling: str | None = None, **extra):
+                  config_class=None, sampling: str | None = None, memory_plan=None, **extra):
     """The recipe's training settings as trl's ``SFTConfig``, or as ``config_class`` (trl's DPOConfig,
-    KTOConfig, ...: they share TrainingArguments) with ``extra`` fields of its own."""
+    KTOConfig, ...: they share TrainingArguments) with ``extra`` fields of its own. ``memory_plan`` (from
+    ``memory.plan_for``) sets the rows per pass, the accumulation and checkpointing."""
     import importlib.util
 
     from trl import SFTConfig
@@ -106,9 +107,9 @@ def training_args(recipe: Recipe, has_eval: bool, padding_free: bool = False,
         learning_rate=train.lr,
         lr_scheduler_type="constant_with_warmup" if train.schedule == "constant" else train.schedule,
         warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
+        per_device_train_batch_size=memory_plan.micro_batch if memory_plan else train.batch_size,
+        per_device_eval_batch_size=memory_plan.micro_batch if memory_plan else train.batch_size,
+        gradient_accumulation_steps=memory_plan.grad_accum if memory_plan else train.grad_accum,
         weight_decay=train.weight_decay,
         adam_beta1=train.adam_betas[0],
         adam_beta2=train.adam_betas[1],
@@ -129,7 +130,8 @@ def training_args(recipe: Recipe, has_eval: bool, padding_free: bool = False,
         seed=train.seed,
         data_seed=train.seed,
         full_determinism=train.deterministic,
-        gradient_checkpointing=train.gradient_checkpointing,
+        gradient_checkpointing=memory_plan.checkpointing if memory_plan else train.gradient_checkpointing is True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs (LoRA) and no_grad
         bf16=bf16,
         fp16=fp16,
         # GPU only, untested here (no GPU on the project's machines): Liger's norm / RoPE / SwiGLU kernels
@@ -267,9 +269,10 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
     mode = batching(recipe, loaded.model)
     if mode == "padding_free":
         packing.use_packed_attention(loaded.model)
+    plan = memory_plan(recipe, loaded.model, train_set["length"], mode == "padding_free", main_process)
     trainer = (trainer_class or GuardedTrainer)(
         model=loaded.model,
-        args=training_args(recipe, val_set is not None, padding_free=mode == "padding_free"),
+        args=training_args(recipe, val_set is not None, padding_free=mode == "padding_free", memory_plan=plan),
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
@@ -280,6 +283,22 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
     )
     return Built(trainer, tokenizer, train_set, loaded.family.name, mode,
                  val_records if val_set is not None else [])
+
+
+def memory_plan(recipe: Recipe, model, lengths: list[int], padding_free: bool, main_process: bool = True,
+                rows_per_example: int = 1):
+    """The pre-flight memory estimate (``memory.py``), printed; stops with advice when nothing fits.
+    ``rows_per_example``: sequences one example becomes (2 for a chosen/rejected pair)."""
+    from seektune.train import memory
+
+    lengths = [length for length in lengths for _ in range(rows_per_example)]
+    plan = memory.plan_for(model, lengths, recipe.train, padding_free)
+    if main_process:
+        print(f"seektune: {plan.describe()}")
+        if plan.changed:
+            print("seektune: the recipe's batch would not fit as it is; the plan above keeps its rows per step "
+                  "(set train.gradient_checkpointing: true or false to decide yourself)")
+    return plan
 
 
 def use_tensorboard_dir(recipe: Recipe) -> None:
