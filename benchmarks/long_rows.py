@@ -11,10 +11,12 @@ every linear layer, in its own subprocess, one after the other (never two at onc
 - seektune: `seektune.train` on a columns recipe (padding-free batches, label-only head, and the
   memory plan of ``train/memory.py`` with ``gradient_checkpointing: auto``);
 - trl: ``SFTTrainer`` with the same model, LoRA and tokens (pre-tokenised ``input_ids``), batch 8,
-  its defaults otherwise (padded batches, full logits, no checkpointing). It runs under a
-  data-size limit (``--trl-limit-gb``, default 20) so that a run that would exhaust the machine
-  stops with MemoryError instead of taking the machine down; such a point is reported as
-  "> limit".
+  its defaults otherwise (padded batches, full logits, activation checkpointing on: trl 1.x
+  turns it on by default) but fp32: trl's default ``bf16=True`` means bf16 autocast on a CPU,
+  which on this machine (no native bf16) did not finish 2 steps of 8 x 256 tokens in 5 minutes.
+  It runs under a data-size limit (``--trl-limit-gb``, default 20) so that a run that would
+  exhaust the machine stops with MemoryError instead of taking it down; such a point is
+  reported as "> limit".
 
 Peak memory is the child's peak resident set (``ru_maxrss``); tokens/s counts every token of
 the rows (none is padding here). Prints a table and, as its last line, a JSON object whose
@@ -99,7 +101,7 @@ def child_trl(tokens: int, work: Path) -> dict:
         ids.append(tokenizer(text, add_special_tokens=False)["input_ids"][:tokens])
     args = SFTConfig(output_dir=str(work / "trl"), per_device_train_batch_size=ROWS, max_steps=STEPS,
                      learning_rate=1e-3, report_to=[], logging_steps=1, use_cpu=True, save_strategy="no",
-                     max_length=None, dataloader_num_workers=0)
+                     max_length=None, dataloader_num_workers=0, bf16=False)  # fp32 as seektune on a CPU
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=Dataset.from_dict({"input_ids": ids}),
                          processing_class=tokenizer,
                          peft_config=LoraConfig(r=32, lora_alpha=64, target_modules="all-linear",

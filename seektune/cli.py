@@ -90,6 +90,15 @@ def print_prepare_summary(run_dir: Path) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
     console.print(f"data: read {summary['read']} rows, kept {summary['kept']} ({splits}), "
                   f"rejected {summary['rejected']}", soft_wrap=True)
+    if summary.get("length_fit") and summary.get("length_fit_settings"):
+        from rich.markup import escape
+
+        from seektune.data.language_fit import length_warnings
+
+        settings = summary["length_fit_settings"]
+        for warning in length_warnings(summary["length_fit"], settings["max_length"], settings["overlength"],
+                                       summary.get("length_fit_model", "the model")):
+            console.print(f"  [bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if summary.get("language_fit"):
         from rich.markup import escape
 

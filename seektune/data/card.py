@@ -85,6 +85,22 @@ def _language_fit(card: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _length_fit(card: dict[str, Any]) -> dict[str, Any] | None:
+    """Tokens per character and rows over data.max_length per language, with a warning where many are (chat models)."""
+    from seektune.data.language_fit import length_warnings
+
+    fit, settings = card.get("length_fit"), card.get("length_fit_settings")
+    if not fit or not settings:
+        return None
+    model = card.get("length_fit_model", "the model")
+    return {
+        "model": model, "max_length": settings["max_length"],
+        "rows": [[language, part["rows"], f"{part['tokens_per_char']:.2f}", part["median_tokens"], part["p90_tokens"],
+                  part["over_max_length"]] for language, part in fit.items()],
+        "warnings": length_warnings(fit, settings["max_length"], settings["overlength"], model),
+    }
+
+
 def _tables(card: dict[str, Any]) -> dict[str, Any]:
     """The card's tables as rows of values; ``card.html.j2`` lays them out and escapes every cell."""
     reasons = []
@@ -100,11 +116,14 @@ def _tables(card: dict[str, Any]) -> dict[str, Any]:
         "leaks": [[leak["split"], leak["origin"], f"{leak['other_split']} {leak['other_origin']}", leak["kind"],
                    f"{leak['similarity']:.3f}"] for leak in card["leakage"][:50]],
         "splits": [[name, info["rows"], f"{info['tokens'].get('mean', 0):.1f}", info["tokens"].get("p50", "-"),
-                    info["tokens"].get("p95", "-"), info["tokens"].get("max", "-")]
+                    info["tokens"].get("p95", "-"), info["tokens"].get("max", "-"),
+                    card.get("truncated", {}).get(name, {}).get("rows", 0),
+                    f"{card.get('truncated', {}).get(name, {}).get('tokens_cut', 0):,}"]
                    for name, info in card["splits"].items()],
         "extremes": [(title, [[r["tokens"], r["origin"], r["text"]] for r in card[key]])
                      for key, title in (("longest", "Longest rows"), ("shortest", "Shortest rows")) if card.get(key)],
         "language_fit": _language_fit(card),
+        "length_fit": _length_fit(card),
     }
 
 

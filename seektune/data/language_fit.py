@@ -107,3 +107,42 @@ def check_training_fit(texts: Sequence[str], tokenizer, model: str, allowed: boo
             f"a classifier trained on it cannot read most of the text: {what_to_do()}, or set "
             f"data.allow_poor_fit: true to train anyway")
     return {"unk_rate": rate, "by_language": fit}
+
+
+# ---------------------------------------------------------------- chat models: what rows cost in tokens
+
+OVERLONG_SHARE_LIMIT = 0.25  # above this share of a language's rows longer than data.max_length: warn
+
+
+def length_fit(seen: Sequence[tuple[str, int, int]], max_length: int) -> dict[str, dict[str, Any]]:
+    """Per language of the rows that reached the length check (``(language, rendered tokens, characters)``):
+    ``{"rows", "tokens_per_char", "median_tokens", "p90_tokens", "over_max_length"}``."""
+    by_language: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for language, tokens, chars in seen:
+        by_language[language].append((tokens, chars))
+    fit = {}
+    for language, rows in sorted(by_language.items(), key=lambda item: (-len(item[1]), item[0])):
+        lengths = sorted(tokens for tokens, _ in rows)
+        chars = sum(c for _, c in rows)
+        fit[language] = {"rows": len(rows), "tokens_per_char": round(sum(lengths) / chars, 3) if chars else 0.0,
+                         "median_tokens": lengths[len(lengths) // 2], "p90_tokens": lengths[int(0.9 * (len(lengths) - 1))],
+                         "over_max_length": sum(1 for n in lengths if n > max_length)}
+    return fit
+
+
+def length_warnings(fit: dict[str, dict[str, Any]], max_length: int, overlength: str, model: str) -> list[str]:
+    """One sentence per language whose rows are often longer than ``max_length``: what it costs and what to do."""
+    done = {"drop": "were dropped", "truncate": "are truncated (their answers' ends cut)",
+            "error": "stop the run"}[overlength]
+    warnings = []
+    for language, part in fit.items():
+        if part["over_max_length"] <= OVERLONG_SHARE_LIMIT * part["rows"]:
+            continue
+        warnings.append(
+            f"{model}'s tokenizer spends {part['tokens_per_char']:.2f} tokens per character on {language}: "
+            f"{part['over_max_length']} of {part['rows']} {language} rows "
+            f"({part['over_max_length'] / part['rows']:.0%}) are longer than data.max_length {max_length} after "
+            f"rendering (median {part['median_tokens']:,} tokens) and {done}. Raise data.max_length to about "
+            f"{part['p90_tokens']:,} (training memory grows with it), use data.filters.overlength: truncate, or a "
+            f"model whose tokenizer fits {language} better.")
+    return warnings

@@ -49,7 +49,8 @@ def load_records(spec: DataSpec) -> tuple[list[dict[str, Any]], list[Reject], in
     read = 0
     from tqdm.auto import tqdm
 
-    for item in tqdm(read_rows(spec.paths), desc="read", unit="row", mininterval=2.0, leave=False):
+    # delay: no bar (and no "read: 0row" line) unless reading takes more than two seconds
+    for item in tqdm(read_rows(spec.paths), desc="read", unit="row", mininterval=2.0, delay=2.0, leave=False):
         read += 1
         if isinstance(item, Reject):
             rejects.append(item)
@@ -127,9 +128,10 @@ def _preference_problem(record: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
-                             lengths: dict[int, int]) -> list[dict[str, Any]]:
+                             lengths: dict[int, int], seen: list | None = None) -> list[dict[str, Any]]:
     """Filters, then the rendered-length check; each kept record's token count goes into ``lengths``
-    (keyed by ``id(record)``) so the data card does not render it a second time."""
+    (keyed by ``id(record)``) so the data card does not render it a second time, and every checked
+    conversation's ``(language, tokens, characters)`` into ``seen`` (the card's length fit)."""
     from seektune.data.filters import FilterConfig, filter_reason
     from seektune.data.render import RenderError, render_record
 
@@ -148,6 +150,11 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
             except RenderError as exc:
                 ledger.rejects.append(_reject(record, "render", exc.reason, exc.detail))
                 continue
+            if seen is not None and "messages" in record:
+                from seektune.text import script_language_of
+
+                text = _text_of(record)
+                seen.append((script_language_of(text), length, sum(1 for c in text if not c.isspace())))
             if length > spec.max_length and "messages" in record:
                 policy = spec.filters.overlength
                 detail = f"{length} tokens after rendering > data.max_length {spec.max_length}"
@@ -279,7 +286,14 @@ def run(recipe: Recipe) -> Path:
     # keyed by id(): every record that passes the filters stays referenced (in a split or in
     # ledger.rejects) until the card is written, so no id is reused by a later record
     rendered_lengths: dict[int, int] = {}
-    records = _filter_and_check_length(records, spec, tokenizer, ledger, rendered_lengths)
+    seen_lengths: list[tuple[str, int, int]] = []
+    records = _filter_and_check_length(records, spec, tokenizer, ledger, rendered_lengths, seen_lengths)
+    if seen_lengths:
+        from seektune.data.language_fit import length_fit
+
+        card["length_fit"] = length_fit(seen_lengths, spec.max_length)
+        card["length_fit_model"] = recipe.model.name
+        card["length_fit_settings"] = {"max_length": spec.max_length, "overlength": spec.filters.overlength}
     ledger.step("filter", len(records))
     records = _deduplicate(records, spec, ledger, card)
     ledger.step("dedup", len(records))
@@ -325,6 +339,12 @@ def run(recipe: Recipe) -> Path:
         "splits": {name: len(splits[name]) for name in SPLITS},
         "sources": spec.paths,
     }
+    if any(part["rows"] for part in card.get("truncated", {}).values()):
+        summary["truncated"] = card["truncated"]  # per split: rows cut to data.max_length, tokens cut off
+    if "length_fit" in card:
+        summary["length_fit"] = card["length_fit"]  # per language: tokens per character, rows over max_length
+        summary["length_fit_model"] = card["length_fit_model"]
+        summary["length_fit_settings"] = card["length_fit_settings"]
     if "language_fit" in card:
         summary["language_fit"] = card["language_fit"]
         summary["language_fit_model"] = card["language_fit_model"]
@@ -353,7 +373,13 @@ def _write_card(card, splits, ledger: Ledger, read: int, kept: int, tokenizer, r
             return len(_text_of(record).split())
         return len(render_record(tokenizer, record)["input_ids"])
 
-    lengths = {name: [tokens(r) for r in _progress(rows, f"card: {name} lengths")] for name, rows in splits.items()}
+    rendered = {name: [tokens(r) for r in _progress(rows, f"card: {name} lengths")] for name, rows in splits.items()}
+    # what training sees: a truncated row is its first max_length tokens (render.py cuts the end)
+    lengths = {name: [min(n, spec.max_length) for n in values] for name, values in rendered.items()}
+    card["truncated"] = {name: {"rows": sum(n > spec.max_length for n in values),
+                                "tokens_cut": sum(max(0, n - spec.max_length) for n in values)}
+                         for name, values in rendered.items()}
+    card["max_length"] = spec.max_length
     card["accounting"] = {"read": read, "added": ledger.added, "kept": kept, "rejected": len(ledger.rejects)}
     card["steps"] = ledger.steps
     card["rejected_by_reason"] = dict(Counter(f"{r.step}/{r.reason}" for r in ledger.rejects))

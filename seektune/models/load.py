@@ -12,6 +12,7 @@ Later loads take seconds.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -136,7 +137,45 @@ def resolve_model_path(name: str) -> str:
             f"model path not found: {name}; use a local HF directory, a .gguf file, a Hub id, "
             f"or one of: {', '.join([*EMBEDDED_MODELS, *EMBEDDED_ENCODERS])}"
         )
-    return name  # a Hub id; from_pretrained downloads it where the network allows
+    return _hub_model(name)
+
+
+def _hub_model(name: str) -> str:
+    """A Hub id: the id itself when the Hub answers (from_pretrained downloads or updates it), its local
+    snapshot when the Hub does not but the Hugging Face cache holds one, else `ModelNotFound` at once:
+    offline, transformers would retry for minutes before failing."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if hub_reachable():
+        return name
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not even a well-formed repo id
+        cached = None
+    if isinstance(cached, str):
+        return str(Path(cached).parent)
+    raise ModelNotFound(
+        f"model {name!r} is not a local directory, a .gguf file or one of the aliases "
+        f"({', '.join([*EMBEDDED_MODELS, *EMBEDDED_ENCODERS])}), is not in the Hugging Face cache, and the Hub "
+        "cannot be reached from here")
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub (``HF_ENDPOINT``) opens within ``timeout`` seconds; False when
+    ``HF_HUB_OFFLINE`` is set."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass

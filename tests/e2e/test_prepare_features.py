@@ -143,6 +143,46 @@ def test_overlength_error_policy_names_the_row(tmp_path, tiny_llama):
                                            "filters": {"overlength": "error"}})
 
 
+def test_truncated_rows_are_counted_and_the_card_shows_lengths_after_truncation(tmp_path, tiny_llama):
+    path = tmp_path / "d.jsonl"
+    rows = [{"instruction": f"question {i}", "output": " ".join(f"w{j}" for j in range(10 + 190 * (i % 2)))}
+            for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir, splits = run_prepare(tmp_path, tiny_llama, {"paths": [str(path)], "max_length": 96,
+                                                         "filters": {"overlength": "truncate"},
+                                                         "dedup": {"exact": False, "near": False}})
+    summary = json.loads((run_dir / "data" / "summary.json").read_text())
+    card = json.loads((run_dir / "data" / "card.json").read_text())
+    flagged = {s: sum(bool(r["meta"].get("truncated")) for r in rows) for s, rows in splits.items()}
+    assert sum(flagged.values()) >= 4  # the long half of the rows (the leakage audit may take a few)
+    assert {s: part["rows"] for s, part in summary["truncated"].items()} == flagged
+    assert all(part["tokens_cut"] > 0 for s, part in summary["truncated"].items() if flagged[s])
+    assert all(info["tokens"].get("max", 0) <= 96 for info in card["splits"].values())  # what training sees
+    html = (run_dir / "data" / "card.html").read_text()
+    assert "truncated rows" in html and "tokens cut" in html
+
+
+def test_a_language_the_tokenizer_fits_badly_is_measured_and_warned_about(tmp_path, tiny_llama):
+    """The tiny byte-level tokenizer spends several tokens per Chinese character: most Chinese rows pass
+    max_length, the English ones do not; the card and summary say so, with what to do."""
+    path = tmp_path / "d.jsonl"
+    rows = [{"instruction": f"退货期限是多少天{i}？", "output": "退货期限是四十五天。运费由顾客承担，退款在五个工作日内到账。"
+                                                             "商品需保持完好并附上发票，赠品一并退回。"} for i in range(8)]
+    rows += [{"instruction": f"question {i}", "output": "Returns are accepted within 45 days."} for i in range(8)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    run_dir, _ = run_prepare(tmp_path, tiny_llama, {"paths": [str(path)], "max_length": 96,
+                                                    "dedup": {"exact": False, "near": False}})
+    summary = json.loads((run_dir / "data" / "summary.json").read_text())
+    fit = summary["length_fit"]
+    assert fit["zh"]["rows"] == 8 and fit["en"]["rows"] == 8
+    assert fit["zh"]["tokens_per_char"] > 2 * fit["en"]["tokens_per_char"]
+    assert fit["zh"]["over_max_length"] == 8 and fit["en"]["over_max_length"] == 0
+    assert summary["rejected_by_reason"] == {"too_long_rendered": 8}
+    html = (run_dir / "data" / "card.html").read_text()
+    assert "Length fit of" in html and "8 of 8 zh rows (100%) are longer than data.max_length 96" in html
+    assert "were dropped" in html and "en rows" not in html
+
+
 def test_all_rows_rejected_is_an_error_that_points_at_rejects(tmp_path, tiny_llama):
     path = tmp_path / "d.jsonl"
     path.write_text('{"broken": \n' + json.dumps({"question": "no answer"}) + "\n")
