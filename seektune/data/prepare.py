@@ -134,6 +134,7 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
     conversation's ``(language, tokens, characters)`` into ``seen`` (the card's length fit)."""
     from seektune.data.filters import FilterConfig, filter_reason
     from seektune.data.render import RenderError, render_record
+    from seektune.text import script_language_of
 
     config = FilterConfig(**spec.filters.model_dump(exclude={"overlength"}))
     kept = []
@@ -151,8 +152,6 @@ def _filter_and_check_length(records, spec: DataSpec, tokenizer, ledger: Ledger,
                 ledger.rejects.append(_reject(record, "render", exc.reason, exc.detail))
                 continue
             if seen is not None and "messages" in record:
-                from seektune.text import script_language_of
-
                 text = _text_of(record)
                 seen.append((script_language_of(text), length, sum(1 for c in text if not c.isspace())))
             if length > spec.max_length and "messages" in record:

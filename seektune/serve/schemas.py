@@ -110,36 +110,35 @@ class AnswerMessage(_Out):
     reasoning_content: str | None = Field(None, description="A reasoning model's <think> part, when it has one.")
 
 
-class ChatChoice(_Out):
+class _Choice(_Out):
     index: int
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatChoice(_Choice):
     message: AnswerMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
 
 
-class ChatCompletion(_Out):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class TextChoice(_Out):
-    index: int
+class TextChoice(_Choice):
     text: str
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
 
 
-class TextCompletion(_Out):
+class _Completion(_Out):
     id: str
-    object: Literal["text_completion"]
     created: int
     model: str
-    choices: list[TextChoice]
     usage: Usage
+
+
+class ChatCompletion(_Completion):
+    object: Literal["chat.completion"]
+    choices: list[ChatChoice]
+
+
+class TextCompletion(_Completion):
+    object: Literal["text_completion"]
+    choices: list[TextChoice]
 
 
 class ModelCard(_Out):

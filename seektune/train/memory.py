@@ -90,9 +90,8 @@ def _rlimit_room() -> int | None:
     """Room left under this process's address-space or data-size limit (ulimit -v / -d), or None."""
     import psutil
 
-    rooms = []
-    for kind, used in ((resource.RLIMIT_AS, psutil.Process().memory_info().vms),
-                       (resource.RLIMIT_DATA, psutil.Process().memory_info().rss)):
+    rooms, info = [], psutil.Process().memory_info()
+    for kind, used in ((resource.RLIMIT_AS, info.vms), (resource.RLIMIT_DATA, info.rss)):
         soft, _ = resource.getrlimit(kind)
         if soft != resource.RLIM_INFINITY:
             rooms.append(soft - used)

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import cli
+from tests.e2e.test_classify import one_torch_thread  # noqa: F401  (autouse: one torch thread for the module)
 
 LABELS = ["negative", "positive"]
 POSITIVE = ["质量很好", "非常满意", "物流很快", "做工精细", "包装完好", "客服热情", "颜色漂亮", "穿着舒服",
@@ -69,14 +70,6 @@ def write_recipe(tmp_path: Path, rows: list[dict[str, str]], **sections) -> Path
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_sentiment_phrases_are_invisible_to_minilm():
