@@ -38,8 +38,8 @@ ANSWERS: dict[tuple[str, str], tuple[type, bool]] = {
     ("/v1/feedback", "post"): (schemas.FeedbackAck, False),
     ("/health", "get"): (schemas.Health, False),
 }
-NOT_FOUND = {"/v1/chat/completions": "The model id is not served here (GET /v1/models lists them).",
-             "/v1/completions": "The model id is not served here (GET /v1/models lists them).",
+UNKNOWN_MODEL = "The model id is not served here (GET /v1/models lists them)."
+NOT_FOUND = {"/v1/chat/completions": UNKNOWN_MODEL, "/v1/completions": UNKNOWN_MODEL,
              "/v1/feedback": "No completion with this id, or it has no such choice."}
 SSE_NOTE = ("With `stream: true`: Server-Sent Events, one `data: {chunk}` line per delta (OpenAI's chunk "
             "objects), then `data: [DONE]`. An error after the stream started arrives as a `data: {\"error\": ...}` "

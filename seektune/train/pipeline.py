@@ -285,13 +285,10 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
                  val_records if val_set is not None else [])
 
 
-def memory_plan(recipe: Recipe, model, lengths: list[int], padding_free: bool, main_process: bool = True,
-                rows_per_example: int = 1):
-    """The pre-flight memory estimate (``memory.py``), printed; stops with advice when nothing fits.
-    ``rows_per_example``: sequences one example becomes (2 for a chosen/rejected pair)."""
+def memory_plan(recipe: Recipe, model, lengths: list[int], padding_free: bool, main_process: bool = True):
+    """The pre-flight memory estimate (``memory.py``), printed; stops with advice when nothing fits."""
     from seektune.train import memory
 
-    lengths = [length for length in lengths for _ in range(rows_per_example)]
     plan = memory.plan_for(model, lengths, recipe.train, padding_free)
     if main_process:
         print(f"seektune: {plan.describe()}")
