@@ -11,6 +11,30 @@ from seektune.text import split_think
 from seektune.data.render import prompt_ids, prompt_text
 
 
+BATCH_TOKENS = 16_384  # rows x (longest prompt + answer) per generation batch: the KV cache grows with it
+
+
+def token_batches(lengths: list[int], max_rows: int, max_tokens: int, extra: int = 0,
+                  order: list[int] | None = None) -> list[list[int]]:
+    """Indices of ``lengths`` cut into batches, in ``order`` (default: shortest first), of at most
+    ``max_rows`` rows and at most ``max_tokens`` padded tokens, counted as rows x (longest + ``extra``).
+    A single row over the budget gets a batch of its own: it is never dropped."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__) if order is None else order
+    batches: list[list[int]] = []
+    current: list[int] = []
+    widest = 0
+    for i in order:
+        width = max(widest, lengths[i] + extra)
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_tokens):
+            batches.append(current)
+            current, width = [], lengths[i] + extra
+        current.append(i)
+        widest = width
+    if current:
+        batches.append(current)
+    return batches
+
+
 @torch.inference_mode()
 def generate_answers(
     model,
@@ -18,6 +42,7 @@ def generate_answers(
     conversations: list[list[dict[str, Any]]],
     *,
     batch_size: int = 16,
+    batch_tokens: int = BATCH_TOKENS,
     max_new_tokens: int = 96,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -26,7 +51,9 @@ def generate_answers(
 ) -> list[dict[str, str | None]]:
     """Answer the last user turn of each conversation; returns ``{"answer", "reasoning"}`` per row.
 
-    Prompts are sorted by length so each batch pads little, then put back in order.
+    Prompts are sorted by length so each batch pads little, then put back in order; a batch holds
+    at most ``batch_size`` rows and ``batch_tokens`` tokens (rows x (longest prompt + max_new_tokens)),
+    so long prompts go in smaller batches instead of exhausting memory.
     Reasoning inside ``<think>`` is split off so it is never scored as the answer.
     Greedy by default; ``temperature > 0`` samples, seeded so a re-run gives the same answers.
     """
@@ -43,8 +70,8 @@ def generate_answers(
     if temperature > 0:
         torch.manual_seed(seed)
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-            index = order[start : start + batch_size]
+        batches = token_batches([len(p) for p in prompts], batch_size, batch_tokens, max_new_tokens, order)
+        for index in tqdm(batches, desc=desc, unit="batch"):
             batch = tokenizer.pad({"input_ids": [prompts[i] for i in index]}, return_tensors="pt", padding=True)
             batch = {k: v.to(device) for k, v in batch.items()}
             generated = model.generate(

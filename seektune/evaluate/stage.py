@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
-from seektune.evaluate.generate import generate_answers
+from seektune.evaluate.generate import BATCH_TOKENS, generate_answers, token_batches
 from seektune.evaluate.metrics import facts_found, rouge_l, score, term_coverage
 from seektune.models.load import load_model
 from seektune.recipe import Recipe
@@ -49,6 +49,7 @@ class GenOptions:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    batch_tokens: int = BATCH_TOKENS
 
     def identity(self) -> dict[str, Any]:
         """What changes an answer (batch size does not)."""
@@ -71,6 +72,7 @@ def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nul
     def answer(conversations, options: GenOptions, desc: str) -> list[Answer]:
         with context():
             return generate_answers(model, tokenizer, conversations, batch_size=options.batch_size,
+                                    batch_tokens=options.batch_tokens,
                                     max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                                     top_p=options.top_p, seed=options.seed, desc=desc)
 
@@ -187,10 +189,14 @@ def reference_perplexity(model, tokenizer, rows: list[dict[str, Any]], *, batch_
     return math.exp(sum(total for total, _ in sums) / count) if count else None
 
 
-def answer_nll(model, tokenizer, rendered: list[dict[str, list[int]]], batch_size: int = 16
-               ) -> list[tuple[float, int]]:
+def answer_nll(model, tokenizer, rendered: list[dict[str, list[int]]], batch_size: int = 16,
+               batch_tokens: int = BATCH_TOKENS) -> list[tuple[float, int]]:
     """Per rendered row, (summed negative log-likelihood, count) of its labelled tokens, teacher-forced in
-    padded batches of similar length (shared by the perplexity above and the curriculum's loss score)."""
+    padded batches of similar length, at most ``batch_size`` rows and ``batch_tokens`` padded tokens each
+    (shared by the perplexity above and the curriculum's loss score).
+
+    The LM head scores only the positions some row of the batch takes loss on (``logits_to_keep``): the
+    full logits of long rows (rows x length x vocabulary floats) would dwarf the model."""
     import torch
     import torch.nn.functional as F
 
@@ -201,10 +207,9 @@ def answer_nll(model, tokenizer, rendered: list[dict[str, list[int]]], batch_siz
         return results
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]["input_ids"]))
+    keep_supported = True
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in token_batches([len(r["input_ids"]) for r in rendered], batch_size, batch_tokens):
             batch = [rendered[i] for i in chunk]
             width = max(len(r["input_ids"]) for r in batch)
             ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch], device=device)
@@ -212,8 +217,21 @@ def answer_nll(model, tokenizer, rendered: list[dict[str, list[int]]], batch_siz
                                   device=device)
             mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch],
                                 device=device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            targets = labels[:, 1:]
+            # position p predicts token p + 1: keep the positions whose next token is labelled in any row
+            keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+            logits = None
+            if keep_supported:
+                try:
+                    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+                except TypeError:  # a model whose forward has no logits_to_keep: score every position
+                    logits = None
+                if logits is not None and logits.shape[1] != len(keep):  # took the argument and ignored it
+                    logits = logits[:, :-1][:, keep]
+                keep_supported = logits is not None
+            if logits is None:
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][:, keep]
+            logits = logits.float()
+            targets = labels[:, keep + 1]
             losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
             counts = (targets != IGNORE_INDEX).sum(dim=1)
             for row, total, count in zip(chunk, losses.sum(dim=1).tolist(), counts.tolist()):
@@ -494,7 +512,8 @@ def run(
         else:
             baseline = model_system(against, recipe)
 
-    options = GenOptions(spec.batch_size, spec.max_new_tokens, spec.temperature, spec.top_p, recipe.train.seed)
+    options = GenOptions(spec.batch_size, spec.max_new_tokens, spec.temperature, spec.top_p, recipe.train.seed,
+                         batch_tokens=spec.batch_tokens)
     cache = AnswerCache(run.eval_cache, spec.cache)
     conversations = [row["messages"] for row in rows]
     systems = {"tuned": tuned} if baseline is None else {"base": baseline, "tuned": tuned}

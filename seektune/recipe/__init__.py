@@ -110,6 +110,9 @@ class TrainSpec(_Section):
         "auto", description="auto: bf16 on a GPU that supports it, fp32 on CPU. bf16/fp16 need a GPU."
     )
     eval_steps: int | None = Field(None, gt=0, description="Evaluate val loss every N steps (None: once per epoch).")
+    val_loss: bool = Field(True, description="Score the val split's loss during training (every eval_steps, or at "
+                           "each epoch's end; each pass is announced). false skips it: faster on long rows, but no "
+                           "eval_loss curve and no early stopping. The eval stage scores the model either way.")
     save_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (None: only the final adapter).")
     save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints (the newest stay).")
     early_stopping: EarlyStoppingSpec | None = Field(
@@ -239,7 +242,9 @@ class JudgeSpec(_Section):
 class EvalSpec(_Section):
     split: Literal["test", "val"] = "test"
     max_rows: int | None = Field(None, gt=0, description="Evaluate only the first N rows of the split.")
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="Most rows per generation batch.")
+    batch_tokens: int = Field(16_384, gt=0, description="Most tokens per generation batch, counted as rows x "
+                              "(longest prompt + max_new_tokens): long prompts go in smaller batches.")
     max_new_tokens: int = Field(96, gt=0)
     compare_base: bool = Field(True, description="Also generate with the base model and report both.")
     ab_metric: Literal["rougeL", "fact_accuracy"] = Field(
@@ -289,6 +294,8 @@ class Recipe(_Section):
         if self.method.name != "full" and (self.task == "classification") != (self.method.name == "linear"):
             raise ValueError(f"task {self.task} cannot train with method {self.method.name} "
                              "(a classifier: full or linear)")
+        if self.train.early_stopping and not self.train.val_loss:
+            raise ValueError("train.early_stopping follows the val loss passes; it needs train.val_loss: true")
         if self.objective == "distill" and self.distill is None:
             raise ValueError("objective distill needs a distill: section with at least teacher: (a run, a model "
                              "or an endpoint URL)")

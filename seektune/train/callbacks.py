@@ -1,4 +1,5 @@
-"""Trainer callbacks: a generation metric on the val split for early stopping and best-model selection."""
+"""Trainer callbacks: a generation metric on the val split for early stopping and best-model selection,
+and a line announcing each val-loss pass."""
 
 from __future__ import annotations
 
@@ -39,6 +40,27 @@ class GenerationMetric(TrainerCallback):
         # the Trainer logged this evaluation before calling us: add the metric to that entry too
         if state.log_history and "eval_loss" in state.log_history[-1]:
             state.log_history[-1][f"eval_{self.metric}"] = metrics[f"eval_{self.metric}"]
+
+
+class AnnounceValPass(TrainerCallback):
+    """Print a line before each val-loss pass: on long rows it can take minutes, and without the
+    line it looks as if training hung after its last step."""
+
+    def __init__(self, rows: int, tokens: int):
+        self.rows = rows
+        self.tokens = tokens
+
+    def _announce(self, args, state, control) -> None:
+        if control.should_evaluate and state.is_world_process_zero:
+            print(f"\nseektune: val loss at step {state.global_step}: {self.rows} rows, {self.tokens:,} tokens, "
+                  f"batch {args.per_device_eval_batch_size} (train.val_loss=false skips these passes)", flush=True)
+
+    # the Trainer's flow callback sets should_evaluate in these hooks, before ours run
+    def on_step_end(self, args, state, control, **kwargs):
+        self._announce(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._announce(args, state, control)
 
 
 class LoggedMetrics:

@@ -93,6 +93,7 @@ def training_args(recipe: Recipe, has_eval: bool, padding_free: bool = False,
     train = recipe.train
     on_gpu = torch.cuda.is_available()
     bf16, fp16 = _precision(train)
+    has_eval = has_eval and train.val_loss
     eval_strategy = "no" if not has_eval else ("steps" if train.eval_steps else "epoch")
     stopping = train.early_stopping if has_eval else None
     if train.early_stopping and not has_eval:
@@ -266,6 +267,10 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
 
     use_tensorboard_dir(recipe)
     callbacks = stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])
+    if val_set is not None and recipe.train.val_loss and main_process:
+        from seektune.train.callbacks import AnnounceValPass
+
+        callbacks.append(AnnounceValPass(len(val_set), int(sum(val_set["length"]))))
     mode = batching(recipe, loaded.model)
     if mode == "padding_free":
         packing.use_packed_attention(loaded.model)

@@ -97,6 +97,10 @@ def test_perplexity_is_exp_of_the_token_weighted_answer_loss(trained_run):
             nll, tokens = nll + loss * n, tokens + n
     batched = stage.reference_perplexity(model, loaded.tokenizer, rows, batch_size=3)
     assert batched == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+    # the LM head scores only labelled positions; a small token budget makes batches of one or two rows
+    rendered = [render(loaded.tokenizer, row["messages"]) for row in rows]
+    small = stage.answer_nll(model, loaded.tokenizer, rendered, batch_size=3, batch_tokens=100)
+    assert sum(t for t, _ in small) / sum(n for _, n in small) == pytest.approx(nll / tokens, rel=1e-5)
 
 
 def test_eval_reports_perplexity_ci_categories_and_reuses_cached_answers(trained_run, tmp_path):

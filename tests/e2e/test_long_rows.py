@@ -103,3 +103,20 @@ def test_a_small_budget_splits_the_batch_and_the_run_still_trains(tmp_path, tiny
     assert "2 passes of 2 rows per step" in result.output and "activation checkpointing on" in result.output
     summary = json.loads((tmp_path / "run" / "train.json").read_text())
     assert summary["steps"] == 2 and summary["train_rows"] >= 4
+
+
+def test_each_val_loss_pass_is_announced_and_val_loss_false_skips_them(tmp_path, tiny_llama, faq_file):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_llama, faq_file, tmp_path / "run", train__eval_steps=2)
+    result = cli("train", recipe)
+    val_rows = sum(1 for _ in (tmp_path / "run" / "data" / "val.jsonl").open())
+    assert f"val loss at step 2: {val_rows} rows" in result.output  # eval_steps 2 of 3 steps: steps 2 and 3
+    assert "val loss at step 3" in result.output and "train.val_loss=false" in result.output
+    history = json.loads((tmp_path / "run" / "train.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "eval_loss" in h] == [2, 3]
+
+    recipe = write_recipe(tmp_path / "r2.yaml", tiny_llama, faq_file, tmp_path / "run2", train__eval_steps=2,
+                          train__val_loss=False)
+    result = cli("train", recipe)
+    summary = json.loads((tmp_path / "run2" / "train.json").read_text())
+    assert summary["steps"] == 3 and summary["eval_loss"] is None
+    assert "val loss at step" not in result.output

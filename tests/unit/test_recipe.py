@@ -69,3 +69,10 @@ def test_typo_inside_an_optional_section_lists_its_keys(tmp_path):
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     assert "data.balance.mdoe: unknown key (did you mean 'data.balance.mode'?)" in str(info.value)
+
+
+def test_early_stopping_needs_the_val_loss_passes(tmp_path):
+    path = write(tmp_path, "train:\n  early_stopping: {patience: 2}\n")
+    assert load_recipe(path).train.val_loss is True
+    with pytest.raises(RecipeError, match="early_stopping.*needs train.val_loss: true"):
+        load_recipe(path, ["train.val_loss=false"])
