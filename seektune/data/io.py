@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seektune.docs import DOCUMENT_SUFFIXES, DocumentError
+from seektune.docs import read_document as read_sections
+
 TABLE_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
-DOCUMENT_SUFFIXES = {".txt", ".md", ".pdf", ".docx"}
-SUPPORTED_SUFFIXES = TABLE_SUFFIXES | DOCUMENT_SUFFIXES
+REVIEW_SUFFIXES = {".sqlite", ".sqlite3"}  # a review store (seektune/data/review.py): its accepted and edited pairs
+SUPPORTED_SUFFIXES = TABLE_SUFFIXES | DOCUMENT_SUFFIXES | REVIEW_SUFFIXES
 
 
 @dataclass
@@ -127,18 +130,12 @@ def _read_parquet(path: Path) -> Iterator[RawRow | Reject]:
 
 
 def read_document(path: Path) -> str:
-    """Plain text of a .txt / .md / .pdf / .docx document (pages / paragraphs joined by blank lines)."""
-    suffix = path.suffix.lower()
-    if suffix == ".pdf":
-        from pypdf import PdfReader
+    """Plain text of a document (seektune.docs reads it), each heading path a line above its section's text.
 
-        return "\n\n".join((page.extract_text() or "").strip() for page in PdfReader(str(path)).pages)
-    if suffix == ".docx":
-        import docx
-
-        return "\n\n".join(p.text for p in docx.Document(str(path)).paragraphs if p.text.strip())
-    text, _ = _decode(path)
-    return text
+    Raises :class:`seektune.docs.DocumentError` with a reason code (empty, encrypted, image_only, binary,
+    invalid_utf8, unreadable, ...) when the document cannot be read.
+    """
+    return read_sections(path).text_with_headings
 
 
 def read_file(path: Path) -> Iterator[RawRow | Reject]:
@@ -150,11 +147,20 @@ def read_file(path: Path) -> Iterator[RawRow | Reject]:
     if suffix == ".parquet":
         yield from _read_parquet(path)
         return
+    if suffix in REVIEW_SUFFIXES:
+        from seektune.data.review import training_rows
+
+        try:
+            for origin, row in training_rows(path):
+                yield RawRow(origin, row)
+        except Exception as exc:  # noqa: BLE001 - not a review store, or a damaged one: say so, read the rest
+            yield Reject(name, "read", "unreadable_review_store", f"{type(exc).__name__}: {exc}", None)
+        return
     if suffix in DOCUMENT_SUFFIXES:
         try:
             text = read_document(path)
-        except Exception as exc:  # a damaged PDF/DOCX must not stop the other files
-            yield Reject(name, "read", "unreadable_document", f"{type(exc).__name__}: {exc}", None)
+        except DocumentError as err:  # a damaged, empty or scanned document must not stop the other files
+            yield Reject(name, "read", err.reason, err.detail, None)
             return
         yield RawRow(name, {"text": text, "document": True})
         return

@@ -68,7 +68,7 @@ def test_every_input_kind_is_read_with_its_origin(tmp_path, tiny_llama):
     assert any("Warranty lasts 18 months" in t for t in texts.values())
     assert any("14.50" in t for o, t in texts.items() if o.startswith("shipping.docx"))
     rejects = read_jsonl(run_dir / "data" / "rejects.jsonl")
-    assert [(r["origin"], r["reason"]) for r in rejects] == [("broken.pdf", "unreadable_document")]
+    assert [(r["origin"], r["reason"]) for r in rejects] == [("broken.pdf", "unreadable")]
 
 
 def test_group_split_leakage_audit_and_card(tmp_path, tiny_llama):
