@@ -210,6 +210,36 @@ class RunDir:
     def distill_sequence(self) -> Path:
         return self.distill / "sequence.json"
 
+    # ------------------------------------------------------------ synthesis (seektune synth / review)
+
+    @property
+    def synth(self) -> Path:
+        return self.path / "synth"
+
+    @property
+    def synth_chunks(self) -> Path:
+        """Every chunk the documents gave, with its provenance (``chunks.jsonl``)."""
+        return self.synth / "chunks.jsonl"
+
+    @property
+    def synth_cache(self) -> Path:
+        """Teacher answers keyed by (teacher, prompt): a rerun asks only what is missing."""
+        return self.synth / "teacher_cache.jsonl"
+
+    @property
+    def synth_rejects(self) -> Path:
+        """Generated rows a quality gate dropped, and documents that could not be read, with reason codes."""
+        return self.synth / "rejects.jsonl"
+
+    @property
+    def synth_summary(self) -> Path:
+        return self.synth / "summary.json"
+
+    @property
+    def review_store(self) -> Path:
+        """The kept rows and people's decisions on them (``seektune/data/review.py``)."""
+        return self.synth / "review.sqlite"
+
     # ------------------------------------------------------------ evaluation
 
     @property

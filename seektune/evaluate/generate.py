@@ -48,6 +48,7 @@ def generate_answers(
     top_p: float = 1.0,
     seed: int = 0,
     desc: str = "generating",
+    progress: bool = True,
 ) -> list[dict[str, str | None]]:
     """Answer the last user turn of each conversation; returns ``{"answer", "reasoning"}`` per row.
 
@@ -71,7 +72,7 @@ def generate_answers(
         torch.manual_seed(seed)
     try:
         batches = token_batches([len(p) for p in prompts], batch_size, batch_tokens, max_new_tokens, order)
-        for index in tqdm(batches, desc=desc, unit="batch"):
+        for index in tqdm(batches, desc=desc, unit="batch", disable=not progress):
             batch = tokenizer.pad({"input_ids": [prompts[i] for i in index]}, return_tensors="pt", padding=True)
             batch = {k: v.to(device) for k, v in batch.items()}
             generated = model.generate(

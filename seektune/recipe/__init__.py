@@ -22,6 +22,7 @@ from seektune.recipe.base import RecipeError, _Section
 from seektune.recipe.data import (  # noqa: F401
     AugmentSpec, BalanceSpec, DataSpec, DedupSpec, DocumentSpec, FilterSpec, LeakageSpec, ParaphraseSpec, SplitSpec,
 )
+from seektune.recipe.synth import SynthSpec
 
 RESOLVED_NAME = "recipe.resolved.yaml"
 DEFAULT_CLASSIFIER = "minilm-l6-v2"  # the embedded encoder a classification recipe trains when it names no model
@@ -280,6 +281,8 @@ class Recipe(_Section):
     update: UpdateSpec = Field(default_factory=UpdateSpec)
     tune: TuneSpec = Field(default_factory=TuneSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    synth: SynthSpec | None = Field(None, description="`seektune synth`: documents -> question/answer pairs to "
+                                    "review (see the synth: keys).")
     output_dir: str = Field("runs/run", description="Run directory, relative to the working directory.")
 
     @model_validator(mode="after")
@@ -450,19 +453,26 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             if (base_dir / recipe.distill.teacher).exists():
                 recipe.distill.teacher = str((base_dir / recipe.distill.teacher).resolve())
     if isinstance(recipe.eval.glossary, str):
-        recipe.eval.glossary = _read_glossary(base_dir / recipe.eval.glossary, source)
+        recipe.eval.glossary = _read_glossary(base_dir / recipe.eval.glossary, source, "eval.glossary")
+    if recipe.synth is not None and path is not None and Path(path).name != RESOLVED_NAME:
+        recipe.synth.documents = [str((base_dir / p).resolve()) for p in recipe.synth.documents]
+        recipe.synth.dedup_against = [str((base_dir / p).resolve()) for p in recipe.synth.dedup_against]
+        if not recipe.synth.teacher.startswith(("http://", "https://")) and (base_dir / recipe.synth.teacher).exists():
+            recipe.synth.teacher = str((base_dir / recipe.synth.teacher).resolve())
+    if recipe.synth is not None and isinstance(recipe.synth.glossary, str):
+        recipe.synth.glossary = _read_glossary(base_dir / recipe.synth.glossary, source, "synth.glossary")
     for index in range(len(recipe.stages or [])):
         recipe.stage_recipe(index, recipe.output_dir)  # a typo in any stage stops the run before the first one starts
     return recipe
 
 
-def _read_glossary(path: Path, source: str) -> list[str]:
+def _read_glossary(path: Path, source: str, key: str) -> list[str]:
     """One term per line; blank lines and lines starting with # are skipped. The resolved
     recipe then carries the terms themselves, so a run never depends on the file again."""
     if not path.is_file():
-        raise RecipeError(f"{source}: eval.glossary: file not found: {path}")
+        raise RecipeError(f"{source}: {key}: file not found: {path}")
     lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
     terms = [line for line in lines if line and not line.startswith("#")]
     if not terms:
-        raise RecipeError(f"{source}: eval.glossary: {path} holds no terms")
+        raise RecipeError(f"{source}: {key}: {path} holds no terms")
     return terms

@@ -1,0 +1,84 @@
+"""The synthesis quality gates: each drops what it names, with its reason code, and keeps the rest."""
+
+from __future__ import annotations
+
+import pytest
+
+from seektune.synth import gates, prompts
+
+CHUNK = ("Returns > Refunds\n"
+         "Returns are accepted within 45 days of delivery. It must be unused. Refunds reach the original payment "
+         "method within 5 business days, and shipping costs $4.95.\n\n"
+         "To start a return:\n- Open the Orders page.\n- Choose the item.\n- Print the label.")
+
+
+def test_sentences_keep_offsets_skip_the_heading_line_and_split_list_items():
+    found = gates.sentences(CHUNK)
+    assert [s.text for s in found][:3] == ["Returns are accepted within 45 days of delivery.", "It must be unused.",
+                                           "Refunds reach the original payment method within 5 business days, and "
+                                           "shipping costs $4.95."]
+    assert all(CHUNK[s.start:s.end] == s.text for s in found)
+    assert [s.text for s in found if s.is_list_item] == ["- Open the Orders page.", "- Choose the item.",
+                                                         "- Print the label."]
+    chinese = gates.sentences("退货\n商品可在签收后45天内退货。退款将在5个工作日内到账！")
+    assert [s.text for s in chinese] == ["商品可在签收后45天内退货。", "退款将在5个工作日内到账！"]
+
+
+def test_facts_are_amounts_durations_and_glossary_terms():
+    assert gates.facts_of("Refunds take 5 business days; shipping is $4.95 and 10% off.") == \
+        ["$4.95", "10%", "5 business days"]
+    assert gates.facts_of("Use StoreCredit within 45 days.", glossary=["StoreCredit"]) == ["45 days", "StoreCredit"]
+    assert gates.facts_of("商品可在签收后45天内退货") == ["45天"]
+
+
+def test_support_is_exact_about_numbers_and_lexical_for_words():
+    sources = [CHUNK]
+    assert not gates.unsupported("Returns are accepted within 45 days of delivery.", sources, 0.7)
+    assert gates.unsupported("Returns are accepted within 60 days of delivery.", sources, 0.7)  # a number not there
+    assert gates.unsupported("Exchanges require a manager signature and photo identification.", sources, 0.7)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('You can ask: "What is the refund policy for your order?"', "What is the refund policy for your order?"),
+    ("Question: How long do refunds take? They take 5 days.", "How long do refunds take?"),
+    ("1. Can I return an opened item?\n2. Another?", "Can I return an opened item?"),
+    ("问题：退款需要多久？", "退款需要多久？"),
+])
+def test_the_question_is_taken_out_of_a_chatty_reply(reply, expected):
+    assert gates.clean_question(reply) == expected
+
+
+@pytest.mark.parametrize("question, reason", [
+    ("", "garbage"),
+    ("Passage: returns", "garbage"),
+    ("why " * 12, "garbage"),
+    ("Why?", "question_length"),
+    ("This is a customer's question.", "not_a_question"),
+    ("What does this section say about refunds?", "not_self_contained"),
+    ("According to the passage, how long do refunds take?", "not_self_contained"),
+    ("请问退款一般需要多久才能到账？", "wrong_language"),
+    ("How long do refunds take?", None),
+])
+def test_question_gates(question, reason):
+    assert gates.question_gates(question, "en", 8, 300) == reason
+
+
+def test_off_topic_and_glossary_gates():
+    answer = "Refunds reach the original payment method within 5 business days."
+    assert gates.off_topic("What is the weather like today?", answer)
+    assert not gates.off_topic("How fast is a refund?", answer)
+    assert gates.glossary_changed("Pay with store credit", ["StoreCredit", "store credit"]) is None
+    assert gates.glossary_changed("Pay with Storecredit today", ["StoreCredit"]) == "StoreCredit"
+    assert gates.glossary_changed("Pay with Store  Credit", ["Store Credit"]) == "Store Credit"
+
+
+def test_support_spans_mark_the_sentences_the_answer_uses():
+    answer = "Returns are accepted within 45 days of delivery."
+    spans = gates.support_spans(answer, CHUNK)
+    assert [CHUNK[a:b] for a, b in spans] == [answer]
+
+
+def test_generated_replies_parse_into_question_and_answer():
+    assert prompts.parse_generated("Q: How long?\nA: Within 45 days\nof delivery.") == \
+        ("How long?", "Within 45 days of delivery.")
+    assert prompts.parse_generated("Sure! Here is a question.") is None
