@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from seektune.docs import HEADING_SEPARATOR
 from seektune.text import is_cjk, language_of, tokens_of
 
 # sentence ends: Latin punctuation followed by space, or CJK punctuation (no space needed)
@@ -84,8 +85,9 @@ def sentences(chunk: str) -> list[Sentence]:
         start_of_line = offset
         offset += len(line) + 1
         stripped = line.strip()
-        if not stripped or (number == 0 and not re.search(r"[.!?。！？；]\s*$", stripped) and len(lines) > 1):
-            continue  # blank, or the heading path line chunk_document puts first
+        ends = re.search(r"[.!?。！？；]\s*$", stripped)
+        if not stripped or (not ends and (number == 0 and len(lines) > 1 or HEADING_SEPARATOR in stripped)):
+            continue  # blank, or a heading path line (chunk_document puts one above each section)
         if stripped.startswith("#") or set(stripped) <= set("|-: "):
             continue
         lead = len(line) - len(line.lstrip())
@@ -174,8 +176,9 @@ def clean_question(reply: str) -> str:
     lines = [line for line in lines if line]
     for line in lines:
         mark = max(line.find("?"), line.find("？"))
-        if mark >= 0:
-            return line[: mark + 1].strip()
+        if mark >= 0:  # the sentence holding the first question mark: "Sure! Question: How ...?" -> "How ...?"
+            pieces = re.split(r"(?<=[.!:;。！：；])\s*", line[: mark + 1])
+            return next(piece for piece in reversed(pieces) if piece.strip()).strip()
     return lines[0] if lines else ""
 
 
@@ -211,13 +214,37 @@ def answer_gates(answer: str, language: str, min_chars: int, max_chars: int) -> 
     return None
 
 
-def off_topic(question: str, answer: str) -> bool:
-    """A question about something else than its answer (a weak teacher's drift)."""
-    q, a = content_words(question), content_words(answer)
-    if not q or not a:
-        return True
-    stems = lambda words: {w[:5] for w in words}  # noqa: E731 - "refunds" / "refunded"
-    return not (q & a or stems(q) & stems(a))
+def common_words(texts: list[str], share: float = 0.25) -> set[str]:
+    """Content words in at least ``share`` of the texts (the store's name, "customer", "order"...): sharing
+    only those does not make a question about its answer."""
+    if len(texts) < 8:
+        return set()
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word in {w[:5] for w in content_words(text)}:
+            counts[word] = counts.get(word, 0) + 1
+    return {word for word, count in counts.items() if count >= share * len(texts)}
+
+
+def off_topic(question: str, answer: str, common: set[str] | frozenset = frozenset()) -> bool:
+    """A question about something else than its answer (a weak teacher's drift): they share no content word
+    but the documents' ``common`` ones (compared by their first five letters: "refunds" / "refunded")."""
+    q, a = {w[:5] for w in content_words(question)}, {w[:5] for w in content_words(answer)}
+    return not (q & a) - set(common)
+
+
+def fix_glossary(text: str, glossary: list[str] | None) -> tuple[str, list[str]]:
+    """The text with each glossary term written as in the glossary (a teacher's "petal points" becomes "Petal
+    Points"), and the terms that were changed."""
+    fixed = []
+    for term in glossary or []:
+        pattern = re.compile(r"(?<!\w)" + r"\s*".join(re.escape(part) for part in term.split()) + r"(?!\w)",
+                             re.IGNORECASE)
+        new = pattern.sub(term, text)
+        if new != text:
+            fixed.append(term)
+            text = new
+    return text, fixed
 
 
 def glossary_changed(text: str, glossary: list[str] | None) -> str | None:

@@ -114,7 +114,8 @@ def plan(recipe: Recipe, documents: list, chunks_by_document: dict[str, list]) -
                                       0.0 if k == 0 else spec.temperature, spec.seed + k)
                     add("factual", source, language, [request])
             else:
-                prose = [i for i, s in enumerate(found) if not s.is_list_item and len(s.text) >= 25]
+                prose = [i for i, s in enumerate(found)
+                         if not s.is_list_item and len(s.text) >= 25 and not s.text.endswith((":", "："))]
                 chosen = sorted(sorted(prose, key=lambda i: _score(found[i].text), reverse=True)
                                 [: spec.questions_per_chunk])
                 for i in chosen:
@@ -181,8 +182,8 @@ def _row_id(origin: str, kind: str, question: str) -> str:
     return hashlib.sha256(f"{origin}\n{kind}\n{question}".encode("utf-8")).hexdigest()[:16]
 
 
-def build_row(item: Item, reply: str, spec, all_chunk_texts: list[str], teacher_label: str
-              ) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
+def build_row(item: Item, reply: str, spec, all_chunk_texts: list[str], teacher_label: str,
+              common: set[str] | frozenset = frozenset()) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
     """(record, None, details) for a kept row, or (None, reason, details) for a dropped one."""
     details: dict[str, Any] = {"reply": reply}
     language = item.language
@@ -193,6 +194,7 @@ def build_row(item: Item, reply: str, spec, all_chunk_texts: list[str], teacher_
         question, answer = gates.clean_question(parsed[0]), parsed[1].strip()
     else:
         question, answer = gates.clean_question(reply), item.answer or ""
+    question, fixed_terms = gates.fix_glossary(question, spec.glossary)  # the teacher's spelling of a term
     details.update(question=question, answer=answer)
     reason = gates.question_gates(question, language, spec.min_question_chars, spec.max_question_chars)
     if reason is None:
@@ -203,10 +205,10 @@ def build_row(item: Item, reply: str, spec, all_chunk_texts: list[str], teacher_
     elif reason is None:
         if gates.unsupported(answer, [item.source.text], spec.support):
             reason = "unsupported"
-        elif gates.off_topic(question, answer):
+        elif gates.off_topic(question, answer, common):
             reason = "off_topic"
-    if reason is None and gates.glossary_changed(question + "\n" + answer, spec.glossary):
-        reason = "glossary_changed"
+    if reason is None and gates.glossary_changed(answer, spec.glossary):
+        reason = "glossary_changed"  # an answer must keep the terms as written (extractive ones always do)
     if reason is not None:
         return None, reason, details
 
@@ -226,7 +228,7 @@ def build_row(item: Item, reply: str, spec, all_chunk_texts: list[str], teacher_
             "synthetic": True,
             "facts": facts,
             "support": gates.support_spans(answer, source.text) if source.text else [],
-            "warnings": [],
+            "warnings": ["glossary_fixed"] if fixed_terms else [],
             "teacher": teacher_label,
             "prompt_version": prompts.PROMPT_VERSION,
             "answer_mode": spec.answer_mode if item.kind != "out_of_scope" else "refusal",
@@ -362,6 +364,7 @@ def run(recipe: Recipe) -> Path:
           f"({cached} answered before) to {teacher.label}; answers {spec.answer_mode}")
 
     all_texts = [c.text for c in all_chunks]
+    common = gates.common_words(all_texts)
     kept: list[tuple[Item, dict]] = []
     dropped: list[tuple[Item, str, dict]] = []
     errors: list[tuple[Item, str]] = []
@@ -373,7 +376,7 @@ def run(recipe: Recipe) -> Path:
                 errors.append((item, error))
                 reasons["teacher_error"] += 1
             else:
-                record, reason, details = build_row(item, reply, spec, all_texts, teacher.label)
+                record, reason, details = build_row(item, reply, spec, all_texts, teacher.label, common)
                 if record is not None:
                     kept.append((item, record))
                 else:

@@ -82,3 +82,32 @@ def test_generated_replies_parse_into_question_and_answer():
     assert prompts.parse_generated("Q: How long?\nA: Within 45 days\nof delivery.") == \
         ("How long?", "Within 45 days of delivery.")
     assert prompts.parse_generated("Sure! Here is a question.") is None
+
+
+def test_a_teacher_spelling_of_a_glossary_term_is_fixed_in_questions():
+    assert gates.fix_glossary("How do I earn petal  points?", ["Petal Points"]) == \
+        ("How do I earn Petal Points?", ["Petal Points"])
+    assert gates.fix_glossary("Is LarkCare worth it?", ["LarkCare"]) == ("Is LarkCare worth it?", [])
+
+
+def test_chatty_preambles_before_the_question_are_cut():
+    reply = "I love it! This is a classic example: Question: What's your best-selling product?"
+    assert gates.clean_question(reply) == "What's your best-selling product?"
+    assert gates.clean_question("Hello, welcome. What can I help you with?") == "What can I help you with?"
+
+
+def test_sharing_only_the_documents_common_words_is_off_topic():
+    texts = [f"Larkspur Goods customers {topic} policy." for topic in
+             ["return", "refund", "shipping", "warranty", "payment", "account", "gift", "points"]]
+    common = gates.common_words(texts)
+    assert {"larks", "custo"} <= common
+    answer = "After 8 days without a tracking update, Larkspur Goods customers get a missing-package claim."
+    assert gates.off_topic("What is the Larkspur Goods customers' favourite colour?", answer, common)
+    assert not gates.off_topic("When does a missing package get a claim?", answer, common)
+
+
+def test_heading_path_lines_and_list_introductions_are_not_answers():
+    chunk = "Orders > Statuses\nAn order moves through these statuses:\n- Received\n- Packed\n" \
+            "Orders > Statuses > Shipped\nA shipped order has an active tracking number."
+    texts = [s.text for s in gates.sentences(chunk)]
+    assert "Orders > Statuses > Shipped" not in texts and "A shipped order has an active tracking number." in texts
