@@ -36,7 +36,7 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 # a fact: money, a number with its unit, a percentage, a time, an e-mail or a web address, a code in capitals
-_FACTS = [
+FACT_PATTERNS = [  # amounts, percentages, times, durations and counts (en, zh), phones, e-mails, sites, codes
     re.compile(r"[$£€¥]\s?\d+(?:[.,]\d+)*"),
     re.compile(r"\d+(?:[.,]\d+)*\s?%"),
     re.compile(r"\d+(?:[.,]\d+)*(?:\s?(?:a\.m\.|p\.m\.|am|pm))\b", re.IGNORECASE),
@@ -58,13 +58,14 @@ _ECHO = re.compile(r"\b(?:passage|sentence|handbook excerpt)\s*:|^\s*(?:question
                    r"write one question|reply with the question", re.IGNORECASE | re.MULTILINE)
 _QUESTION_WORDS = re.compile(
     r"^\s*(?:what|when|where|which|who|whom|whose|why|how|can|could|do|does|did|is|are|was|were|will|would|should|"
-    r"may|might|must|have|has|am|i'd like|i want)\b|[?？]\s*$|吗|什么|怎么|怎样|如何|多少|多久|哪|是否|能否|可以|为什么|几",
+    r"may|might|must|have|has|am|i'd like|i want)\b|[?？]\s*$|"
+    r"吗|什么|怎么|怎样|如何|多少|多久|哪|是否|能否|可以|为什么|几",
     re.IGNORECASE)
-_STOP = set("""a an the and or but if then of to in on at by for with from as is are was were be been being it its this
-that these those there here we you your our they them their he she his her i me my us do does did can could will would
-should may might must have has had not no yes so such than too very just also any all each every some more most other into
-about over after before under up down out off again once only own same both few how what when where which who why whom
-s t don shall am per via""".split())
+_STOP = set("""a an the and or but if then of to in on at by for with from as is are was were be been being it its
+this that these those there here we you your our they them their he she his her i me my us do does did can could will
+would should may might must have has had not no yes so such than too very just also any all each every some more most
+other into about over after before under up down out off again once only own same both few how what when where which
+who why whom s t don shall am per via""".split())
 
 
 @dataclass
@@ -119,7 +120,7 @@ def facts_of(answer: str, glossary: list[str] | None = None) -> list[str]:
     """Key phrases of an answer that a correct reply must repeat: amounts, durations, times, addresses, codes,
     and the glossary terms it uses (so ``fact_accuracy`` scores synthetic rows)."""
     found: list[str] = []
-    for pattern in _FACTS:
+    for pattern in FACT_PATTERNS:
         for match in pattern.finditer(answer):
             fact = match.group(0).strip().rstrip(".,")
             if fact and not any(fact in kept or kept in fact for kept in found):

@@ -7,6 +7,8 @@ put in the prompt as data between plain delimiters; it never becomes a system in
 
 from __future__ import annotations
 
+import re
+
 PROMPT_VERSION = "synth-v1"
 
 _SYSTEM = {
@@ -33,6 +35,7 @@ _QUESTION_STYLES = {
 }
 
 _LABELS = {"en": ("Topic", "Text"), "zh": ("主题", "内容")}
+STYLES = len(_QUESTION_STYLES["en"])  # variants up to this many are greedy, one per style
 
 
 def question_prompt(answer: str, heading: str | None, language: str, variant: int) -> list[dict[str, str]]:
@@ -116,3 +119,103 @@ def parse_generated(reply: str) -> tuple[str, str] | None:
             answer = " ".join([stripped[2:].strip()] + [rest.strip() for rest in lines[index + 1:] if rest.strip()])
             break
     return (question, answer) if question and answer else None
+
+
+_VERB = re.compile(r"^(?:is|are|was|were|can|cannot|can't|must|may|will|should|has|have|had|does|do|did|gets?|lets?|"
+                   r"ships?|arrives?|takes?|costs?|covers?|starts?|opens?|closes?|needs?|includes?|uses?|offers?|"
+                   r"comes?|goes?|runs?|pays?|earns?|receives?|returns?|sends?|reviews?|applies|apply|works?|"
+                   r"stays?|becomes?|moves?|appears?|requires?|expires?|accepts?|charges?|issues?|replies|reply)$",
+                   re.IGNORECASE)
+_ZH_VERB = re.compile(r"可以|可|会|在|是|需要|将|应|须|必须|有|能|按|由|于")
+
+
+def subject_of(sentence: str, language: str) -> str:
+    """What a sentence is about, roughly: its words before the first verb ("Sprig Pay lets customers ..." ->
+    "Sprig Pay"), at most six words (or twelve characters of Chinese)."""
+    if language == "zh":
+        head = _ZH_VERB.split(sentence.strip(), maxsplit=1)[0]
+        return re.sub(r"[，。；：、\s]+$", "", head)[:12]
+    words = re.sub(r"^[-*•\d.)\s]+", "", sentence).split()
+    subject: list[str] = []
+    for word in words[:7]:
+        bare = word.strip(",.;:")
+        if subject and word[:1].islower() and (_VERB.match(bare) or (bare.endswith("ed") and len(bare) > 4)):
+            break
+        subject.append(word.strip(",.;:()\"'"))
+    if subject and subject[0].lower() in ("the", "a", "an", "every", "all", "each", "any"):
+        subject = subject[1:]
+    subject = subject[:6]
+    if subject and subject[0][1:].islower() and all(not w[:1].isupper() for w in subject[1:]):
+        subject[0] = subject[0].lower()  # "Standard shipping" -> "standard shipping"; "Sprig Pay" stays
+    return " ".join(subject)
+
+
+def template_question(answer: str, heading: str | None, language: str) -> str:
+    """A plain question about the answer's subject, for an answer none of the teacher's questions fit."""
+    subject = subject_of(answer, language)
+    topic = (heading or "").split(" > ")[-1]
+    if language == "zh":
+        return f"关于{subject or topic}，有什么规定？"
+    subject = subject or topic
+    if topic and topic.lower() not in subject.lower():
+        return f"{topic} - what should I know about {subject}?"
+    return f"What should I know about {subject}?"
+
+
+# what replaces each kind of fact (gates.FACT_PATTERNS, in order) in a cloze question
+_CLOZE_EN = ["how much", "what percentage", "what time", "how many {unit}", "how many {unit}", "what number",
+             "which email address", "which website", "which code"]
+_CLOZE_ZH = ["多少钱", "百分之多少", "几点", "多少{unit}", "多少{unit}", "哪个号码", "哪个邮箱", "哪个网站", "哪个代码"]
+
+
+# short customer-style questions about a sentence's subject, by the kind of its first fact
+_SHORT_EN = ["How much is {subject}?", "What percentage is {subject}?", "What time is {subject}?",
+             "How long is {subject}?", "How many for {subject}?", "What number is {subject}?",
+             "What email is {subject}?", "What website is {subject}?", "What code is {subject}?"]
+_SHORT_ZH = ["{subject}多少钱？", "{subject}是百分之多少？", "{subject}是几点？", "{subject}要多久？", "{subject}是多少？",
+             "{subject}是什么号码？", "{subject}是哪个邮箱？", "{subject}是哪个网站？", "{subject}是什么代码？"]
+
+
+def short_question(sentence: str, language: str) -> str | None:
+    """A terse question such as customers type ("How long is LarkCare?"): the wh-word of the sentence's first
+    fact and its subject; None when the sentence holds no fact."""
+    from seektune.synth.gates import FACT_PATTERNS
+
+    subject = subject_of(sentence, language)
+    if not subject:
+        return None
+    first = min(((m.start(), kind) for kind, p in enumerate(FACT_PATTERNS) for m in p.finditer(sentence)),
+                default=None)
+    if first is None:
+        return None
+    if first[1] == 3 and re.search(r"\d+\s?(?:items?|orders?|points?|digits|characters)\b", sentence, re.I):
+        return (_SHORT_ZH if language == "zh" else _SHORT_EN)[4].format(subject=subject)
+    return (_SHORT_ZH if language == "zh" else _SHORT_EN)[first[1]].format(subject=subject)
+
+
+def cloze_questions(sentence: str, language: str, limit: int = 2) -> list[str]:
+    """Questions made from the sentence itself, one per fact, the fact replaced by a question word:
+    "Returns are accepted within 45 days of delivery." -> "Returns are accepted within how many days of
+    delivery?". Specific to their sentence (so they never collide), and their answer is the sentence."""
+    from seektune.synth.gates import FACT_PATTERNS
+
+    questions: list[str] = []
+    stem = re.sub(r"[.!。！]\s*$", "", sentence.strip())
+    taken: list[tuple[int, int]] = []
+    for kind, pattern in enumerate(FACT_PATTERNS):
+        for match in pattern.finditer(stem):
+            if any(a < match.end() and match.start() < b for a, b in taken):
+                continue  # inside a fact already asked about ("$4.95" within "$4.95 per order")
+            taken.append((match.start(), match.end()))
+            unit = re.sub(r"^[\d.,\s-]+", "", match.group(0)).strip()
+            if language == "zh":
+                unit = re.sub(r"^个", "", unit)
+                wh = _CLOZE_ZH[kind].format(unit=unit or "")
+                questions.append(stem[: match.start()] + wh + stem[match.end():] + "？")
+            else:
+                unit = unit.lower() if unit.endswith("s") or not unit else unit.lower() + "s"
+                wh = _CLOZE_EN[kind].format(unit=unit)
+                questions.append(stem[: match.start()] + wh + stem[match.end():] + "?")
+            if len(questions) >= limit:
+                return questions
+    return questions

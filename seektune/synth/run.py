@@ -1,7 +1,8 @@
 """`seektune synth RECIPE`: documents -> grounded question/answer pairs, with provenance, for review.
 
     seektune synth examples/customer-service/synth.yaml
-    seektune synth examples/customer-service/synth.yaml synth.teacher=http://127.0.0.1:8000/v1 synth.answer_mode=generate
+    seektune synth examples/customer-service/synth.yaml synth.teacher=http://127.0.0.1:8000/v1 \
+        synth.answer_mode=generate
 
 documents (``seektune.docs``) -> chunks (headings kept, token-bounded) -> teacher prompts ->
 quality gates (``gates.py``, a reason code per dropped row) -> near-duplicate removal ->
@@ -87,9 +88,10 @@ def _source(chunk, document) -> Source:
     return Source(chunk.id, chunk.document, chunk.text, chunk.heading, chunk.page, [chunk.id])
 
 
-def _variants(spec, build, language_seed: int = 0) -> list[Request]:
-    """``synth.variants`` requests of one prompt: the first greedy, the others sampled with their own seed."""
-    return [Request(build(v), 0.0 if v == 0 else spec.temperature, spec.seed + language_seed + v)
+def _variants(spec, build) -> list[Request]:
+    """``synth.variants`` requests for one answer: each prompt style once, greedy (a weak teacher's greedy
+    questions pass the gates far more often than sampled ones), then the styles again, sampled."""
+    return [Request(build(v), 0.0 if v < prompts.STYLES else spec.temperature, spec.seed + v)
             for v in range(spec.variants)]
 
 
@@ -120,16 +122,14 @@ def plan(recipe: Recipe, documents: list, chunks_by_document: dict[str, list]) -
                                 [: spec.questions_per_chunk])
                 for i in chosen:
                     answer = _answer_for(found, i)
-                    add("factual", source, language,
-                        _variants(spec, lambda v, a=answer, h=chunk.heading: prompts.question_prompt(a, h, language, v)),
-                        answer)
+                    ask = lambda v, a=answer, h=chunk.heading: prompts.question_prompt(a, h, language, v)  # noqa: E731
+                    add("factual", source, language, _variants(spec, ask), answer)
                 if chosen:
                     best_sentences.append((chunk, found[chosen[0]].text))
             steps = _steps(found)
             if spec.procedure and steps:
-                add("procedure", source, language,
-                    _variants(spec, lambda v, s=steps, h=chunk.heading: prompts.procedure_prompt(s, h, language, v)),
-                    steps)
+                add("procedure", source, language,  # one prompt style: one greedy question
+                    [Request(prompts.procedure_prompt(steps, chunk.heading, language, 0))], steps)
         # multi: a fact from each of two chunks apart in the document
         for k in range(min(spec.multi_per_document, len(best_sentences) // 2)):
             half = len(best_sentences) // 2
@@ -138,8 +138,7 @@ def plan(recipe: Recipe, documents: list, chunks_by_document: dict[str, list]) -
                             f"{first_chunk.text}\n\n[...]\n\n{second_chunk.text}", first_chunk.heading,
                             first_chunk.page, [first_chunk.id, second_chunk.id])
             language = language_of(first + second)
-            add("multi", joined, language,
-                _variants(spec, lambda v, a=first, b=second: prompts.multi_prompt(a, b, language, v)),
+            add("multi", joined, language, [Request(prompts.multi_prompt(first, second, language, 0))],
                 f"{first} {second}")
     _plan_out_of_scope(spec, documents, chunks_by_document, add)
     return items
@@ -207,7 +206,7 @@ def build_row(item: Item, reply: str, spec, all_chunk_texts: list[str], teacher_
             reason = "unsupported"
         elif gates.off_topic(question, answer, common):
             reason = "off_topic"
-    if reason is None and gates.glossary_changed(answer, spec.glossary):
+    if reason is None and spec.answer_mode == "generate" and gates.glossary_changed(answer, spec.glossary):
         reason = "glossary_changed"  # an answer must keep the terms as written (extractive ones always do)
     if reason is not None:
         return None, reason, details
@@ -246,6 +245,35 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
     meta = record["meta"]
     return {"messages": record["messages"], "id": meta["id"], "facts": meta["facts"], "category": meta["kind"],
             "group": meta["source"]["chunk_id"], "origin": meta["origin"]}
+
+
+def _template_rows(items: list[Item], kept: list[tuple[Item, dict]], spec, all_texts, teacher_label, common
+                   ) -> list[tuple[Item, dict]]:
+    """Rule-written questions for extractive answers: a cloze question per fact of the answer
+    (``prompts.cloze_questions``), a terse one about its subject (``prompts.short_question``), and a plain
+    question about the answer's subject
+    (``prompts.template_question``) when none of the teacher's questions passed the gates. They go
+    through the same gates and carry the warning ``template_question`` for the reviewer."""
+    answered = {(item.source.origin, item.answer) for item, _ in kept}
+    rows, seen = [], set()
+    for item in items:
+        key = (item.source.origin, item.answer)
+        if item.kind not in ("factual", "procedure") or item.answer is None or key in seen:
+            continue
+        seen.add(key)
+        questions = prompts.cloze_questions(item.answer, item.language) if item.kind == "factual" and spec.cloze \
+            else []
+        short = prompts.short_question(item.answer, item.language) if item.kind == "factual" else None
+        questions += [short] if short else []
+        if key not in answered:
+            questions.append(prompts.template_question(item.answer, item.source.heading, item.language))
+        for question in questions:
+            record, reason, _ = build_row(item, question, spec, all_texts, teacher_label, common)
+            if record is not None:
+                record["meta"]["warnings"].append("template_question")
+                record["meta"]["teacher"] = "template"
+                rows.append((item, record))
+    return rows
 
 
 # ---------------------------------------------------------------- the stage
@@ -300,7 +328,8 @@ def _judge(teacher: SynthTeacher, cache: ReplyCache, kept: list[tuple[Item, dict
     """Keep the rows the teacher, asked as a judge, says the chunk supports (refusals are not judged)."""
     judged = [(item, record) for item, record in kept if item.kind != "out_of_scope"]
     requests = [Request(prompts.judge_prompt(item.source.text, record["messages"][0]["content"],
-                                             record["messages"][1]["content"], item.language)) for item, record in judged]
+                                             record["messages"][1]["content"], item.language))
+                for item, record in judged]
     verdicts = {}
     for request, reply, error in teacher.ask(requests, cache):
         verdicts[request.key] = (reply or "").strip().lower()
@@ -331,8 +360,8 @@ def run(recipe: Recipe) -> Path:
 
     spec = recipe.synth
     if spec is None:
-        raise SynthError("the recipe has no synth: section; add one with at least documents: (a list of files or directories) "
-                         "(see examples/customer-service/synth.yaml)")
+        raise SynthError("the recipe has no synth: section; add one with at least documents: (a list of files or "
+                         "directories) (see examples/customer-service/synth.yaml)")
     run_dir = run_of(recipe)
     run_dir.synth.mkdir(parents=True, exist_ok=True)
     run_dir.save_recipe(recipe)
@@ -385,6 +414,9 @@ def run(recipe: Recipe) -> Path:
             bar.update(1)
             bar.set_postfix(kept=len(kept), dropped=sum(reasons.values()), refresh=False)
     kept.sort(key=lambda pair: pair[0].index)
+    templated = _template_rows(items, kept, spec, all_texts, teacher.label, common) if spec.templates \
+        and spec.answer_mode == "extractive" else []
+    kept = sorted(kept + templated, key=lambda pair: pair[0].index)
     kept, duplicates = _drop_duplicates(kept, _existing_questions(spec.dedup_against), spec.dedup_threshold)
     for item, record, match in duplicates:
         dropped.append((item, "duplicate", {"question": record["messages"][0]["content"], "duplicate_of": match}))
@@ -393,7 +425,8 @@ def run(recipe: Recipe) -> Path:
         kept, unsupported = _judge(teacher, cache, kept)
         for item, record, verdict in unsupported:
             dropped.append((item, "judge_unsupported", {"question": record["messages"][0]["content"],
-                                                        "answer": record["messages"][1]["content"], "verdict": verdict}))
+                                                        "answer": record["messages"][1]["content"],
+                                                        "verdict": verdict}))
             reasons["judge_unsupported"] += 1
 
     records = [record for _, record in kept]
@@ -407,13 +440,14 @@ def run(recipe: Recipe) -> Path:
                  "row": None} for item, error in errors]
     write_jsonl(run_dir.synth_rejects, rejects)
     summary = _summary(documents, failures, all_chunks, items, cached, records, reasons, teacher, spec, added,
-                       run_dir)
+                       run_dir, len(templated))
     run_dir.synth_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     _print_summary(summary, run_dir)
     return run_dir.path
 
 
-def _summary(documents, failures, chunks, items, cached, records, reasons, teacher, spec, added, run_dir: RunDir):
+def _summary(documents, failures, chunks, items, cached, records, reasons, teacher, spec, added, run_dir: RunDir,
+             templated: int):
     return {
         "documents": [{"name": d.name, "language": d.language} for d in documents],
         "unreadable_documents": failures,
@@ -422,6 +456,7 @@ def _summary(documents, failures, chunks, items, cached, records, reasons, teach
         "prompts_cached": cached,
         "generated": len(items) - reasons.get("teacher_error", 0),
         "kept": len(records),
+        "template_questions": templated,  # rows whose question is a template (none of the teacher's passed)
         "dropped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "kept_by_kind": dict(Counter(r["meta"]["kind"] for r in records)),
         "new_in_review_store": added,
@@ -437,7 +472,8 @@ def _summary(documents, failures, chunks, items, cached, records, reasons, teach
 def _print_summary(summary: dict[str, Any], run_dir: RunDir) -> None:
     dropped = ", ".join(f"{reason} {count}" for reason, count in summary["dropped"].items()) or "none"
     kinds = ", ".join(f"{kind} {count}" for kind, count in summary["kept_by_kind"].items()) or "none"
-    print(f"seektune: synth - generated {summary['generated']}, kept {summary['kept']} ({kinds}); "
+    templated = f", {summary['template_questions']} with template questions" if summary["template_questions"] else ""
+    print(f"seektune: synth - generated {summary['generated']}, kept {summary['kept']} ({kinds}{templated}); "
           f"dropped: {dropped}")
     if summary["unreadable_documents"]:
         print(f"seektune: {len(summary['unreadable_documents'])} documents could not be read (listed in "

@@ -82,6 +82,8 @@ class StubTeacher(BaseHTTPRequestHandler):
             return ""
         if cls.mode == "chinese":
             return "请问退货政策是什么样的呢？"
+        if "fully support the answer" in prompt:  # the judge check
+            return "no" if cls.mode == "judge_no" else "yes"
         if "does not cover" in prompt or "没有涉及" in prompt:
             return OUT_OF_SCOPE[(body.get("seed") or 0) % len(OUT_OF_SCOPE)]
         if "Reply in exactly two lines" in prompt:  # generate mode
@@ -124,7 +126,8 @@ def test_handbook_rows_are_grounded_in_their_chunks_with_provenance(tmp_path, ti
     assert "generated" in result.output and "kept" in result.output and "seektune review" in result.output
     assert summary["kept"] > 20 and summary["generated"] == summary["prompts"]
     rejects = read_jsonl(tmp_path / "run" / "synth" / "rejects.jsonl")
-    assert summary["kept"] + len(rejects) == summary["prompts"]  # every reply is a row or a reject
+    # every reply is a row or a reject; an answer no teacher question passed for gets a template question
+    assert summary["kept"] + len(rejects) == summary["prompts"] + summary["template_questions"]
     assert sum(summary["dropped"].values()) == len(rejects)
     assert summary["dropped"].get("duplicate", 0) > 0  # greedy and sampled variants often ask the same
     chunks = {c["id"]: c for c in read_jsonl(tmp_path / "run" / "synth" / "chunks.jsonl")}
@@ -136,7 +139,9 @@ def test_handbook_rows_are_grounded_in_their_chunks_with_provenance(tmp_path, ti
     with_facts = 0
     for pair in pairs:
         meta = pair.record["meta"]
-        assert meta["synthetic"] is True and meta["prompt_version"] and stub_teacher in meta["teacher"]
+        assert meta["synthetic"] is True and meta["prompt_version"]
+        assert stub_teacher in meta["teacher"] or (meta["teacher"] == "template" and "template_question" in
+                                                   meta["warnings"])
         if pair.kind == "out_of_scope":
             assert pair.answer.startswith("I'm sorry") and meta["facts"] == []
             continue
@@ -196,12 +201,18 @@ def test_a_killed_run_resumes_without_asking_twice_or_losing_rows(tmp_path, tiny
 def test_a_bad_teacher_is_filtered_with_the_reason(tmp_path, tiny_llama, stub_teacher, mode, reason):
     StubTeacher.mode = mode
     recipe = write_synth_recipe(tmp_path / "s.yaml", tiny_llama, stub_teacher, tmp_path / "run", max_chunks=3,
-                                out_of_scope=2)
+                                out_of_scope=2, templates=False)
     cli("synth", recipe)
     summary = json.loads((tmp_path / "run" / "synth" / "summary.json").read_text())
     assert summary["kept"] == 0 and summary["dropped"] == {reason: summary["prompts"]}
     reasons = {r["reason"] for r in read_jsonl(tmp_path / "run" / "synth" / "rejects.jsonl")}
     assert reasons == {reason}
+    # with the template fallback (the default) each chosen sentence still gets a row, marked for the reviewer
+    recipe = write_synth_recipe(tmp_path / "t.yaml", tiny_llama, stub_teacher, tmp_path / "templated", max_chunks=3,
+                                out_of_scope=2)
+    cli("synth", recipe)
+    pairs = ReviewStore(tmp_path / "templated" / "synth" / "review.sqlite").pairs()
+    assert pairs and all("template_question" in p.warnings and p.kind in ("factual", "procedure") for p in pairs)
 
 
 def test_generated_answers_the_chunk_does_not_support_are_dropped(tmp_path, tiny_llama, stub_teacher):
@@ -258,3 +269,20 @@ def test_no_synth_section_and_no_readable_document_are_one_line_errors(tmp_path,
     recipe = write_synth_recipe(tmp_path / "s.yaml", tiny_llama, stub_teacher, tmp_path / "run",
                                 documents=[tmp_path / "empty.md"])
     assert "no readable document" in cli("synth", recipe, exit_code=2).output
+
+
+def test_the_judge_drops_what_it_calls_unsupported_and_reasoning_is_added(tmp_path, tiny_llama, stub_teacher):
+    recipe = write_synth_recipe(tmp_path / "s.yaml", tiny_llama, stub_teacher, tmp_path / "yes", max_chunks=6,
+                                out_of_scope=1, judge=True, reasoning=True)
+    cli("synth", recipe)
+    kept = ReviewStore(tmp_path / "yes" / "synth" / "review.sqlite").pairs()
+    assert kept and all(p.reasoning for p in kept)
+    assert "judge_unsupported" not in json.loads((tmp_path / "yes" / "synth" / "summary.json").read_text())["dropped"]
+
+    StubTeacher.mode = "judge_no"
+    recipe = write_synth_recipe(tmp_path / "s2.yaml", tiny_llama, stub_teacher, tmp_path / "no", max_chunks=6,
+                                out_of_scope=1, judge=True)
+    cli("synth", recipe)
+    summary = json.loads((tmp_path / "no" / "synth" / "summary.json").read_text())
+    assert summary["dropped"]["judge_unsupported"] == len([p for p in kept if p.kind != "out_of_scope"])
+    assert summary["kept_by_kind"] == {"out_of_scope": 1}  # refusals are not judged

@@ -111,3 +111,41 @@ def test_heading_path_lines_and_list_introductions_are_not_answers():
             "Orders > Statuses > Shipped\nA shipped order has an active tracking number."
     texts = [s.text for s in gates.sentences(chunk)]
     assert "Orders > Statuses > Shipped" not in texts and "A shipped order has an active tracking number." in texts
+
+
+@pytest.mark.parametrize("answer, heading, language, question", [
+    ("Sprig Pay lets customers split orders of $120 or more into 4 payments.", "Payment > Sprig Pay", "en",
+     "What should I know about Sprig Pay?"),
+    ("Standard shipping arrives in 4 to 7 business days.", "Shipping > Delivery times", "en",
+     "Delivery times - what should I know about standard shipping?"),
+    ("商品可在签收后45天内退货。", "退货", "zh", "关于商品，有什么规定？"),
+])
+def test_template_questions_ask_about_the_answers_subject(answer, heading, language, question):
+    assert prompts.template_question(answer, heading, language) == question
+    assert gates.question_gates(question, language, 8, 300) is None
+
+
+@pytest.mark.parametrize("sentence, language, questions", [
+    ("Returns are accepted within 45 days of delivery.", "en", ["Returns are accepted within how many days of delivery?"]),
+    ("The support team is available 7am to 9pm Central.", "en",
+     ["The support team is available what time to 9pm Central?", "The support team is available 7am to what time "
+      "Central?"]),
+    ("Members get 9% off every order and pay $4.95 for shipping.", "en",
+     ["Members get 9% off every order and pay how much for shipping?",
+      "Members get what percentage off every order and pay $4.95 for shipping?"]),
+    ("商品可在签收后45天内退货。", "zh", ["商品可在签收后多少天内退货？"]),
+    ("Returns are easy.", "en", []),
+])
+def test_cloze_questions_ask_for_each_fact_of_the_sentence(sentence, language, questions):
+    assert prompts.cloze_questions(sentence, language) == questions
+    for question in questions:
+        assert gates.question_gates(question, language, 8, 300) is None
+
+
+@pytest.mark.parametrize("sentence, question", [
+    ("LarkCare can be added to an item up to 21 days after the item is delivered.", "How long is LarkCare?"),
+    ("Sprig Pay lets customers split orders of $120 or more into 4 payments.", "How much is Sprig Pay?"),
+    ("Returns are easy.", None),
+])
+def test_short_questions_name_the_subject_and_the_kind_of_fact(sentence, question):
+    assert prompts.short_question(sentence, "en") == question
