@@ -172,7 +172,8 @@ _CLOZE_ZH = ["多少钱", "百分之多少", "几点", "多少{unit}", "多少{u
 _SHORT_EN = ["How much is {subject}?", "What percentage is {subject}?", "What time is {subject}?",
              "How long is {subject}?", "How many for {subject}?", "What number is {subject}?",
              "What email is {subject}?", "What website is {subject}?", "What code is {subject}?"]
-_SHORT_ZH = ["{subject}多少钱？", "{subject}是百分之多少？", "{subject}是几点？", "{subject}要多久？", "{subject}是多少？",
+_SHORT_ZH = ["{subject}多少钱？", "{subject}是百分之多少？", "{subject}是几点？", "{subject}是多少？",
+             "{subject}要多久？",  # the Chinese pattern of durations ("45天")
              "{subject}是什么号码？", "{subject}是哪个邮箱？", "{subject}是哪个网站？", "{subject}是什么代码？"]
 
 

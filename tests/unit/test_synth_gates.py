@@ -126,7 +126,8 @@ def test_template_questions_ask_about_the_answers_subject(answer, heading, langu
 
 
 @pytest.mark.parametrize("sentence, language, questions", [
-    ("Returns are accepted within 45 days of delivery.", "en", ["Returns are accepted within how many days of delivery?"]),
+    ("Returns are accepted within 45 days of delivery.", "en",
+     ["Returns are accepted within how many days of delivery?"]),
     ("The support team is available 7am to 9pm Central.", "en",
      ["The support team is available what time to 9pm Central?", "The support team is available 7am to what time "
       "Central?"]),
@@ -149,3 +150,7 @@ def test_cloze_questions_ask_for_each_fact_of_the_sentence(sentence, language, q
 ])
 def test_short_questions_name_the_subject_and_the_kind_of_fact(sentence, question):
     assert prompts.short_question(sentence, "en") == question
+
+
+def test_a_chinese_duration_gets_a_how_long_question():
+    assert prompts.short_question("退货期限是签收后45天。", "zh") == "退货期限要多久？"
