@@ -59,12 +59,8 @@ def synth(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     _quiet_libraries()
     loaded = _load(recipe, overrides)
     from seektune.synth.run import run as synth_run
-    from seektune.synth.teacher import TeacherError
 
-    try:
-        _guard(synth_run, loaded)
-    except TeacherError as exc:
-        _fail(str(exc))
+    _guard(synth_run, loaded)
 
 
 def _prepare_stage(recipe):
@@ -431,13 +427,9 @@ def review(
 ) -> None:
     """A local web page to accept, edit or reject synthesised pairs; accepted and edited ones are training data."""
     logging.basicConfig(level=logging.INFO, format="seektune: %(message)s")
-    from seektune.data.review import ReviewError
     from seektune.synth.review_app import serve_review
 
-    try:
-        serve_review(run, host=host, port=port, token=token, open_browser=open_browser)
-    except ReviewError as exc:
-        _fail(str(exc))
+    _guard(lambda: serve_review(run, host=host, port=port, token=token, open_browser=open_browser))
 
 
 feedback_app = typer.Typer(help="User feedback captured by `seektune serve`: turn it into training data.",

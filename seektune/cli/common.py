@@ -56,6 +56,7 @@ def _guard(func, *args):
     from seektune.data.io import DataPathError
     from seektune.models.load import ModelNotFound
     from seektune.recipe import RecipeError
+    from seektune.synth.teacher import TeacherError
     from seektune.train.checkpoint import NonFiniteLoss
     from seektune.train.memory import MemoryTooSmall
     from seektune.train.methods import MethodUnavailable
@@ -63,7 +64,7 @@ def _guard(func, *args):
     try:
         return func(*args)
     except (RecipeError, DataPathError, ModelNotFound, FileNotFoundError, FileExistsError, ValueError,
-            MethodUnavailable, MemoryTooSmall) as exc:
+            MethodUnavailable, MemoryTooSmall, TeacherError) as exc:
         _fail(str(exc))
     except NonFiniteLoss as exc:
         _fail(str(exc), code=3)

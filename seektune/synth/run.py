@@ -34,6 +34,7 @@ from seektune.runs import RunDir, run_of
 from seektune.synth import gates, prompts
 from seektune.synth.teacher import ReplyCache, Request, SynthTeacher
 from seektune.text import language_of
+from seektune.train.teacher import student_tokenizer
 
 _PRONOUN_START = re.compile(r"^(?:it|this|that|these|those|they|such|there|here|he|she)\b|^(?:这|它|该|此|其)",
                             re.IGNORECASE)
@@ -345,13 +346,6 @@ def _judge(teacher: SynthTeacher, cache: ReplyCache, kept: list[tuple[Item, dict
     return keep, dropped
 
 
-def _student_tokenizer(recipe: Recipe):
-    from seektune.models.load import family_of, load_tokenizer, resolve_model_path
-
-    path = resolve_model_path(recipe.model.name)
-    return load_tokenizer(path, family_of(recipe.model.name, path), recipe.model.chat_template)
-
-
 def run(recipe: Recipe) -> Path:
     """Synthesise rows from ``synth.documents`` into ``<output_dir>/synth/``; returns the run directory."""
     from seektune.data.io import write_jsonl
@@ -372,7 +366,7 @@ def run(recipe: Recipe) -> Path:
     if not documents:
         raise SynthError(f"no readable document in {', '.join(spec.documents)}" +
                          (f" ({len(failures)} could not be read; see above)" if failures else ""))
-    tokenizer = _student_tokenizer(recipe)
+    tokenizer = student_tokenizer(recipe)  # chunks are sized in the student's tokens
     chunks_by_document = {d.name: chunk_document(d, tokenizer, spec.chunk_tokens, spec.overlap) for d in documents}
     if spec.max_chunks:
         budget = spec.max_chunks

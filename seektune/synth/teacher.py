@@ -12,6 +12,7 @@ loop rather than a retry library: the policy is four lines and the errors are ou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,8 +82,10 @@ class SynthTeacher:
     def label(self) -> str:
         return f"{self.spec.teacher_model} at {self.spec.teacher}" if self.is_endpoint else self.spec.teacher
 
+    @functools.cached_property
     def identity(self) -> str:
-        """What decides the replies, cheap to compute: the endpoint and model name, or the weights' hash."""
+        """What decides the replies: the endpoint and model name, or the weights' hash (hashed once: every
+        prompt's cache key holds it)."""
         if self.is_endpoint:
             return f"endpoint:{self.spec.teacher.rstrip('/')}:{self.spec.teacher_model}"
         source = Path(self.spec.teacher)
@@ -92,7 +95,7 @@ class SynthTeacher:
         return f"model:{self.spec.teacher}:{fingerprint(source) if source.is_dir() else ''}:dtype={self.dtype}"
 
     def key(self, request: Request) -> str:
-        payload = json.dumps([self.identity(), PROMPT_VERSION, request.messages, request.temperature,
+        payload = json.dumps([self.identity, PROMPT_VERSION, request.messages, request.temperature,
                               request.seed if request.temperature > 0 else 0, self.spec.max_new_tokens],
                              ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -185,4 +188,4 @@ class SynthTeacher:
 
 
 def describe(teacher: SynthTeacher) -> dict[str, Any]:
-    return {"teacher": teacher.label, "identity": teacher.identity(), "prompt_version": PROMPT_VERSION}
+    return {"teacher": teacher.label, "identity": teacher.identity, "prompt_version": PROMPT_VERSION}
