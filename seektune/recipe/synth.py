@@ -35,10 +35,15 @@ class SynthSpec(_Section):
                                      "supporting sentence, the sentences with facts first).")
     variants: int = Field(3, gt=0, description="Questions asked per answer, phrased differently: the first three "
                           "by three prompt styles (greedy), any more sampled; near-duplicates are dropped.")
-    templates: bool = Field(True, description="extractive: also write questions by rule - a terse one from the "
+    templates: bool = Field(True, description="extractive: also write questions by rule - for English, the "
+                            "answer's sentence turned around by its parse (\"How much does express shipping cost?\", "
+                            "\"express shipping cost?\"; needs the [synth] extra), a terse one from the "
                             "answer's subject and its first fact's kind (\"How long is LarkCare?\"), and a plain "
                             "one about the subject when none of the teacher's questions passed the gates (warning "
                             "template_question).")
+    organisation: str | None = Field(None, description="With templates: the business the documents speak for; a "
+                                     "sentence about it is also asked as \"you\" (\"Do you accept returns ...?\"). "
+                                     "None: the capitalised name the documents use most, when one clearly leads.")
     cloze: bool = Field(False, description="With templates: also one question per fact, the fact replaced by a "
                         "question word (\"Returns are accepted within how many days of delivery?\"). Off by default: "
                         "such a question holds most of its answer, so it teaches recall little (README: fact "

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from seektune.recipe import Recipe
 from seektune.runs import RunDir, run_of
-from seektune.synth import gates, prompts
+from seektune.synth import gates, prompts, qgen
 from seektune.synth.teacher import ReplyCache, Request, SynthTeacher
 from seektune.text import language_of
 from seektune.train.teacher import student_tokenizer
@@ -248,13 +248,14 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
             "group": meta["source"]["chunk_id"], "origin": meta["origin"]}
 
 
-def _template_rows(items: list[Item], kept: list[tuple[Item, dict]], spec, all_texts, teacher_label, common
-                   ) -> list[tuple[Item, dict]]:
-    """Rule-written questions for extractive answers: a cloze question per fact of the answer
-    (``prompts.cloze_questions``), a terse one about its subject (``prompts.short_question``), and a plain
-    question about the answer's subject
-    (``prompts.template_question``) when none of the teacher's questions passed the gates. They go
-    through the same gates and carry the warning ``template_question`` for the reviewer."""
+def _template_rows(items: list[Item], kept: list[tuple[Item, dict]], spec, all_texts, teacher_label, common,
+                   organisation: str | None = None) -> list[tuple[Item, dict]]:
+    """Rule-written questions for extractive answers: for English, the sentence turned around by its parse
+    (``qgen.questions``: "How much does express shipping cost?", "express shipping cost?", "What happens
+    if ...?"); a cloze question per fact of the answer (``prompts.cloze_questions``, with ``synth.cloze``), a
+    terse one about its subject (``prompts.short_question``), and a plain question about the answer's subject
+    (``prompts.template_question``) when no other question passed the gates. They go through the same gates
+    and carry the warning ``template_question`` for the reviewer."""
     answered = {(item.source.origin, item.answer) for item, _ in kept}
     rows, seen = [], set()
     for item in items:
@@ -264,17 +265,27 @@ def _template_rows(items: list[Item], kept: list[tuple[Item, dict]], spec, all_t
         seen.add(key)
         questions = prompts.cloze_questions(item.answer, item.language) if item.kind == "factual" and spec.cloze \
             else []
+        if item.kind == "factual" and item.language == "en":
+            questions += qgen.questions(item.answer, organisation=organisation)
         short = prompts.short_question(item.answer, item.language) if item.kind == "factual" else None
         questions += [short] if short else []
-        if key not in answered:
-            questions.append(prompts.template_question(item.answer, item.source.heading, item.language))
-        for question in questions:
-            record, reason, _ = build_row(item, question, spec, all_texts, teacher_label, common)
-            if record is not None:
-                record["meta"]["warnings"].append("template_question")
-                record["meta"]["teacher"] = "template"
-                rows.append((item, record))
+        added = sum(_keep_template(item, question, rows, spec, all_texts, teacher_label, common)
+                    for question in dict.fromkeys(questions))
+        if key not in answered and not added:
+            _keep_template(item, prompts.template_question(item.answer, item.source.heading, item.language), rows,
+                           spec, all_texts, teacher_label, common)
     return rows
+
+
+def _keep_template(item: Item, question: str, rows: list, spec, all_texts, teacher_label, common) -> bool:
+    """Gate a rule-written question; a kept one joins ``rows`` with the warning ``template_question``."""
+    record, _, _ = build_row(item, question, spec, all_texts, teacher_label, common)
+    if record is None:
+        return False
+    record["meta"]["warnings"].append("template_question")
+    record["meta"]["teacher"] = "template"
+    rows.append((item, record))
+    return True
 
 
 # ---------------------------------------------------------------- the stage
@@ -408,8 +419,10 @@ def run(recipe: Recipe) -> Path:
             bar.update(1)
             bar.set_postfix(kept=len(kept), dropped=sum(reasons.values()), refresh=False)
     kept.sort(key=lambda pair: pair[0].index)
-    templated = _template_rows(items, kept, spec, all_texts, teacher.label, common) if spec.templates \
-        and spec.answer_mode == "extractive" else []
+    organisation = spec.organisation or qgen.organisation_of(  # from sentences: not the heading path lines
+        [sentence.text for text in all_texts for sentence in gates.sentences(text)])
+    templated = _template_rows(items, kept, spec, all_texts, teacher.label, common, organisation) \
+        if spec.templates and spec.answer_mode == "extractive" else []
     kept = sorted(kept + templated, key=lambda pair: pair[0].index)
     kept, duplicates = _drop_duplicates(kept, _existing_questions(spec.dedup_against), spec.dedup_threshold)
     for item, record, match in duplicates:
