@@ -1,0 +1,154 @@
+"""The retrieval index (seektune/rag/index.py): SQLite FTS5 + usearch, updated one document at a time.
+
+A hashed bag-of-words embedder stands in for MiniLM so these run in a second; the real encoder is
+exercised by tests/e2e (serve and eval with --rag)."""
+
+import re
+import sqlite3
+
+import pytest
+
+from seektune.rag import Index, RagIndexError
+from seektune.rag.index import HashingEmbedder
+from seektune.rag.prompt import with_passages
+
+
+def HashEmbedder():  # noqa: N802 - the built-in model-free embedder, 64 buckets
+    return HashingEmbedder(64)
+
+
+def _docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "shipping.md").write_text(
+        "# Shipping\n\nExpress shipping costs $14.50 per order and arrives in 2 business days.\n\n"
+        "## Returns\n\nEvery return gets an authorisation number starting with RTN.\n", encoding="utf-8")
+    (folder / "points.md").write_text(
+        "# Petal Points\n\nPetal Points expire after 15 months with no account activity.\n", encoding="utf-8")
+    (folder / "zh.md").write_text("# 退货\n\n预付退货标签的费用是3.50美元，会从退款中扣除。\n", encoding="utf-8")
+    return folder
+
+
+def _index(tmp_path, chunk_tokens=40):
+    return Index.create(tmp_path / "idx", embedder=HashEmbedder(), chunk_tokens=chunk_tokens, overlap=0)
+
+
+def _rows(index):
+    return {row[0]: row[1:] for row in index.db.execute("SELECT chunk_id, id, sha256, embedding FROM chunks")}
+
+
+def test_documents_are_indexed_with_ids_and_found_by_meaning_letters_and_chinese_words(tmp_path):
+    folder = _docs(tmp_path)
+    with _index(tmp_path) as index:
+        report = index.add([folder])
+        assert sorted(report["added"]) == ["points.md", "shipping.md", "zh.md"] and not report["failures"]
+        assert [d["name"] for d in index.documents()] == ["points.md", "shipping.md", "zh.md"]
+        assert index.chunk_ids("shipping.md") == ["shipping.md#c1", "shipping.md#c2"]
+        assert index.search("How much is express shipping?", k=1)[0].chunk_id == "shipping.md#c1"
+        assert index.search("RTN", k=1)[0].chunk_id == "shipping.md#c2"  # a code, by its letters
+        top = index.search("退货标签收费吗", k=1)[0]
+        assert top.document == "zh.md" and "3.50美元" in top.text and top.lexical is not None
+
+
+def test_a_chunk_found_by_both_sides_outranks_one_found_by_one(tmp_path):
+    with _index(tmp_path) as index:
+        index.add([_docs(tmp_path)])
+        hits = index.search("When do Petal Points expire?", k=3)
+        assert hits[0].chunk_id == "points.md#c1"
+        assert hits[0].dense is not None and hits[0].lexical is not None
+        assert hits[0].score == pytest.approx(max(h.score for h in hits))
+        assert hits[0].score > 1 / 61  # both rankings contributed (reciprocal rank fusion, k = 60)
+
+
+def test_updating_one_document_changes_only_its_chunks(tmp_path):
+    folder = _docs(tmp_path)
+    with _index(tmp_path) as index:
+        index.add([folder])
+        before = _rows(index)
+        (folder / "points.md").write_text("# Petal Points\n\nPetal Points now expire after 24 months.\n",
+                                          encoding="utf-8")
+        report = index.add([folder])
+        assert report["replaced"] == ["points.md"]
+        assert sorted(report["unchanged"]) == ["shipping.md", "zh.md"]
+        after = _rows(index)
+        for chunk_id, row in before.items():
+            if not chunk_id.startswith("points.md"):
+                assert after[chunk_id] == row  # same row id, text hash and embedding: untouched
+        assert after["points.md#c1"][1] != before["points.md#c1"][1]
+        assert "24 months" in index.search("Petal Points expire", k=1)[0].text
+        assert not any("15 months" in h.text for h in index.search("Petal Points 15 months", k=5))
+
+
+def test_removed_documents_are_never_returned_and_survive_reopening(tmp_path):
+    folder = _docs(tmp_path)
+    with _index(tmp_path) as index:
+        index.add([folder])
+        assert index.remove(["shipping.md", "nope.md"]) == ["shipping.md"]
+        assert all(h.document != "shipping.md" for h in index.search("express shipping RTN $14.50", k=10))
+        count = len(index)
+    with Index.open(tmp_path / "idx", embedder=HashEmbedder()) as index:
+        assert len(index) == count and index.chunk("shipping.md#c1") is None
+        assert all(h.document != "shipping.md" for h in index.search("express shipping", k=10))
+
+
+def test_a_lost_or_stale_vector_file_is_rebuilt_from_the_database(tmp_path):
+    with _index(tmp_path) as index:
+        index.add([_docs(tmp_path)])
+        expected = [h.chunk_id for h in index.search("express shipping cost", k=3)][:2]  # third: a tie
+    (tmp_path / "idx" / "vectors.usearch").unlink()  # a crash between the two writes
+    with Index.open(tmp_path / "idx", embedder=HashEmbedder()) as index:
+        assert [h.chunk_id for h in index.search("express shipping cost", k=3)][:2] == expected
+    (tmp_path / "idx" / "vectors.json").write_text('{"generation": -1}')  # saved at another generation
+    with Index.open(tmp_path / "idx", embedder=HashEmbedder()) as index:
+        assert [h.chunk_id for h in index.search("express shipping cost", k=3)][:2] == expected
+
+
+def test_unreadable_documents_are_reported_and_the_rest_indexed(tmp_path):
+    folder = _docs(tmp_path)
+    (folder / "empty.md").write_text("", encoding="utf-8")
+    (folder / "blob.txt").write_bytes(b"\x00\x01\x02binary\x00")
+    (folder / "sheet.xlsx").write_bytes(b"PK\x03\x04")
+    with _index(tmp_path) as index:
+        report = index.add([folder, tmp_path / "missing.pdf"])
+        reasons = {f["document"]: f["reason"] for f in report["failures"]}
+        assert reasons["empty.md"] == "empty" and reasons["blob.txt"] == "binary"
+        assert reasons["sheet.xlsx"] == "unsupported_type" and reasons[str(tmp_path / "missing.pdf")] == "not_found"
+        assert sorted(report["added"]) == ["points.md", "shipping.md", "zh.md"]
+
+
+def test_queries_are_data_not_fts_syntax(tmp_path):
+    with _index(tmp_path) as index:
+        index.add([_docs(tmp_path)])
+        for query in ['"unbalanced', "shipping AND OR NOT", "NEAR(express shipping)", "col:umn*",
+                      "'; DROP TABLE chunks;"]:
+            index.search(query, k=2)  # no sqlite3.OperationalError
+        assert len(index) == 4
+        assert index.search("   ", k=2) == [] and index.search("?!", k=2) == []
+
+
+def test_opening_what_is_not_an_index_says_so(tmp_path):
+    with pytest.raises(RagIndexError, match="no index at"):
+        Index.open(tmp_path / "none")
+    with _index(tmp_path):
+        pass
+    with pytest.raises(RagIndexError, match="already holds an index"):
+        Index.create(tmp_path / "idx", embedder=HashEmbedder())
+
+    with pytest.raises(RagIndexError, match="built with the encoder hashing-64"):
+        Index.open(tmp_path / "idx", embedder=HashingEmbedder(32))
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "index.sqlite").write_bytes(b"not a database at all" * 10)
+    with pytest.raises((RagIndexError, sqlite3.DatabaseError)):
+        Index.open(tmp_path / "junk")
+
+
+def test_passages_go_into_the_user_turn_numbered_with_their_source(tmp_path):
+    with _index(tmp_path) as index:
+        index.add([_docs(tmp_path)])
+        hits = index.search("express shipping", k=2)
+    turn = with_passages("How much is express shipping?", hits)
+    assert turn.startswith("Answer the question using only the passages below.")
+    assert re.search(r"^\[1\] shipping\.md#c1\b", turn, re.M) and "[2] " in turn
+    assert turn.endswith("Question: How much is express shipping?")
+    assert with_passages("退货标签收费吗", hits).endswith("问题: 退货标签收费吗")
+    assert with_passages("anything?", []) == "anything?"
