@@ -439,6 +439,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     recipe = validate_recipe(raw, source)
     if path is not None and Path(path).name != RESOLVED_NAME:
         recipe.data.paths = [str((base_dir / p).resolve()) for p in recipe.data.paths]
+        if recipe.data.rag is not None:
+            recipe.data.rag.index = str((base_dir / recipe.data.rag.index).resolve())
         model_path = base_dir / recipe.model.name
         if model_path.exists():  # a local directory or .gguf next to the recipe, not a hub id
             recipe.model.name = str(model_path.resolve())

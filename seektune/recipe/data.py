@@ -83,7 +83,8 @@ class ParaphraseSpec(_Section):
 
 class AugmentSpec(_Section):
     entities: dict[str, list[str]] | None = Field(None, description="Fill {name} placeholders with each value.")
-    expand: dict[str, list[str]] | None = Field(None, description="Term -> more specific terms, e.g. 患者: [糖尿病患者].")
+    expand: dict[str, list[str]] | None = Field(None,
+                                                  description="Term -> more specific terms, e.g. 患者: [糖尿病患者].")
     synonyms: dict[str, list[str]] | None = Field(None, description="Word -> synonyms swapped into questions.")
     per_row: int = Field(1, gt=0, description="New rows per source row for expand and synonyms.")
     paraphrase: ParaphraseSpec | None = None
@@ -93,6 +94,24 @@ class AugmentSpec(_Section):
 class DocumentSpec(_Section):
     chunk_tokens: int = Field(512, gt=8)
     overlap: int = Field(64, ge=0)
+
+
+class RagContextSpec(_Section):
+    """Train with retrieved context (RAFT, Zhang et al. 2024): each training question's user turn carries
+    retrieved passages, the one holding its answer among distractors, so the model learns to answer from a
+    passage, cite it, and say when the passages do not hold the answer."""
+
+    index: str = Field(..., description="A `seektune index` directory, relative to the recipe file.")
+    k: int = Field(4, gt=0, le=20, description="Passages per question (as `serve --rag-k`).")
+    oracle_p: float = Field(0.8, ge=0, le=1, description="Share of questions whose passages include the one holding "
+                            "the answer (its meta.origin chunk, else the best chunk holding all its facts).")
+    distractors: int = Field(3, ge=0, description="Retrieved passages that do not hold the answer, next to it.")
+    cite: bool = Field(True, description="End each answer with the number of the passage it came from (\"[2]\").")
+    without_answer: Literal["refuse", "answer"] = Field(
+        "refuse", description="When the passages do not hold the answer: refuse (the answer becomes the refusal "
+        "text, teaching the model to say so) or answer (keep it: the model must know it by heart, as in RAFT).")
+    refusal: str | None = Field(None, description="The refusal text; None: the synth default in the row's language.")
+    seed: int = 7
 
 
 class DataSpec(_Section):
@@ -125,6 +144,8 @@ class DataSpec(_Section):
     balance: BalanceSpec | None = None
     augment: AugmentSpec | None = None
     documents: DocumentSpec = Field(default_factory=DocumentSpec)
+    rag: RagContextSpec | None = Field(None, description="Train with retrieved passages in the user turn (see "
+                                       "RagContextSpec); applied when training, so the prepared splits stay plain.")
     split: SplitSpec = Field(default_factory=SplitSpec)
     leakage: LeakageSpec = Field(default_factory=LeakageSpec)
     allow_poor_fit: bool = Field(False, description="task classification: train the encoder even when its tokenizer "

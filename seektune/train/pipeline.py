@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from seektune.data import prepare
-from seektune.data.io import Reject, read_jsonl
+from seektune.data.io import Reject, read_jsonl, write_jsonl
 from seektune.data.render import RenderError, render_record
 from seektune.models.load import load_model
 from seektune.recipe import Recipe
@@ -221,8 +221,11 @@ def render_splits(recipe: Recipe, tokenizer, main_process: bool = True, train_sp
         from seektune.train.curriculum import order_by_difficulty
 
         train_records = order_by_difficulty(recipe, tokenizer, train_records)
-    train_set, train_rejects = render_split(tokenizer, train_records, max_length, train_split)
     val_records = read_jsonl(run.split("val"))
+    if recipe.data.rag is not None:
+        train_records, val_records = _with_retrieved_context(recipe, run, train_split, train_records, val_records,
+                                                             main_process)
+    train_set, train_rejects = render_split(tokenizer, train_records, max_length, train_split)
     val_set, val_rejects = render_split(tokenizer, val_records, max_length, "val")
     if main_process:
         prepare.record_late_rejects(run, "render", train_rejects + val_rejects)
@@ -231,6 +234,24 @@ def render_splits(recipe: Recipe, tokenizer, main_process: bool = True, train_sp
     if train_set is None:
         raise ValueError("no training rows left after rendering; see data/rejects.jsonl")
     return train_set, val_set, val_records
+
+
+def _with_retrieved_context(recipe: Recipe, run, train_split: str, train_records, val_records, main_process: bool):
+    """``data.rag``: retrieved passages in each row's user turn (seektune.rag.context); the rows trained on
+    are written to ``data/<split>.rag.jsonl`` so they can be read."""
+    from seektune.rag.context import add_retrieved_context
+    from seektune.rag.index import Index
+
+    spec = recipe.data.rag
+    with Index.open(spec.index) as index:
+        train_records, counts = add_retrieved_context(train_records, spec, index)
+        val_records, _ = add_retrieved_context(val_records, spec, index)
+    if main_process:
+        write_jsonl(run.split(f"{train_split}.rag"), train_records)
+        print(f"seektune: data.rag - {counts['oracle']} training rows with the passage holding the answer, "
+              f"{counts['without_answer']} without it ({spec.without_answer}), {counts['no_source']} left plain "
+              f"(no chunk holds their answer); rows in {run.split(f'{train_split}.rag')}")
+    return train_records, val_records
 
 
 def stopping_callbacks(recipe: Recipe, tokenizer, val_records: list[dict[str, Any]]) -> list:
