@@ -3,6 +3,11 @@
     seektune chat runs/customer-service
     seektune chat smollm2-135m-instruct -m "What is your return window?"
     seektune chat runs/customer-service --backend onnx     # the exported model, through onnxruntime
+    seektune chat runs/customer-service --rag runs/handbook-index --rag-k 4   # answers from documents, cited
+
+With ``--rag`` each question is answered from the index's passages, put into that user turn as
+``seektune serve --rag`` does (``seektune/serve/retrieval.py``); the sources are printed after the
+answer. The conversation keeps the questions only, so earlier turns carry no old passages.
 """
 
 from __future__ import annotations
@@ -98,8 +103,27 @@ def responder(target: str, backend: str = "torch"):
     return (lambda messages, max_new_tokens: reply(model, tokenizer, messages, max_new_tokens)), system
 
 
-def run(target: str, message: str | None = None, max_new_tokens: int = 256, backend: str = "torch") -> None:
-    respond, system = responder(target, backend)
+def run(target: str, message: str | None = None, max_new_tokens: int = 256, backend: str = "torch",
+        rag: str | Path | None = None, rag_k: int = 4) -> None:
+    retriever = None
+    if rag is not None:  # before the model loads: a wrong index path fails at once
+        from seektune.serve.retrieval import Retriever
+
+        retriever = Retriever.open(rag, rag_k)
+    model_respond, system = responder(target, backend)
+
+    def respond(messages, max_new_tokens):
+        if retriever is None:
+            return model_respond(messages, max_new_tokens)
+        from seektune.serve.retrieval import source_lines
+
+        prompt, citations = retriever.ground(messages)
+        answer = model_respond(prompt, max_new_tokens)
+        print("sources:" if citations else "sources: none found")
+        for line in source_lines(citations):
+            print("  " + line)
+        return answer
+
     base: list[dict] = [{"role": "system", "content": system}] if system else []
     if message is not None:
         respond(base + [{"role": "user", "content": message}], max_new_tokens)

@@ -10,7 +10,9 @@
 - tokens: :func:`tokens_of` (words for English, single ideographs for Chinese) and :func:`cjk_tokens`;
 - R1 reasoning: :func:`split_think` (a record's leading ``<think>`` block) and :func:`strip_reasoning`
   (every block of a generated answer, which is then scored without it);
-- matching: :func:`normalise_for_match` (NFKC, lower case, single spaces).
+- matching: :func:`normalise_for_match` (NFKC, lower case, single spaces);
+- facts: :func:`facts_of` (amounts, durations, times, codes, addresses of an answer) and :func:`numbers_in`,
+  shared by synthesis's gates and the eval's faithfulness score.
 
 This module sits at the bottom of the package: it imports nothing from seektune.
 """
@@ -137,3 +139,43 @@ def normalise_for_match(text: str) -> str:
     """NFKC (full-width digits and letters to ASCII), lower case, whitespace runs collapsed."""
     text = unicodedata.normalize("NFKC", text).lower()
     return re.sub(r"\s+", " ", text).strip()
+
+
+# ---------------------------------------------------------------- facts and numbers
+
+_FACT_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+# a fact: money, a number with its unit, a percentage, a time, an e-mail or a web address, a code in capitals
+FACT_PATTERNS = [  # amounts, percentages, times, durations and counts (en, zh), phones, e-mails, sites, codes
+    re.compile(r"[$£€¥]\s?\d+(?:[.,]\d+)*"),
+    re.compile(r"\d+(?:[.,]\d+)*\s?%"),
+    re.compile(r"\d+(?:[.,]\d+)*(?:\s?(?:a\.m\.|p\.m\.|am|pm))\b", re.IGNORECASE),
+    re.compile(r"\b\d+(?:[.,]\d+)*(?:\s|-)(?:business |working |calendar )?(?:days?|weeks?|months?|years?|hours?|"
+               r"minutes?|items?|orders?|points?|digits|characters|nights|dollars|percent|kg|g|lbs?|cm|m|km|miles?|inches|"
+               r"feet)\b", re.IGNORECASE),
+    re.compile(r"\d+(?:\.\d+)?\s?(?:个)?(?:天|周|个月|月|年|小时|分钟|元|件|%|个工作日|工作日)"),
+    re.compile(r"(?<![\d-])(?:1-)?\d{3}-\d{3}-\d{4}\b"),
+    re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),
+    re.compile(r"\b(?:https?://)?(?:www\.)[\w.-]+\.[a-z]{2,}\S*"),
+    re.compile(r"\b[A-Z]{2,}\d+[A-Z0-9]*\b"),
+]
+
+
+def numbers_in(text: str) -> set[str]:
+    """The digit runs of ``text`` ("4.95", "1-800" gives "1" and "800", "2,500" stays whole), trailing
+    punctuation dropped."""
+    return {n.rstrip(".,:") for n in _FACT_NUMBER.findall(text)}
+
+
+def facts_of(answer: str, glossary: list[str] | None = None) -> list[str]:
+    """Key phrases of an answer that a correct reply must repeat: amounts, durations, times, addresses, codes,
+    and the glossary terms it uses (so ``fact_accuracy`` scores synthetic rows)."""
+    found: list[str] = []
+    for pattern in FACT_PATTERNS:
+        for match in pattern.finditer(answer):
+            fact = match.group(0).strip().rstrip(".,")
+            if fact and not any(fact in kept or kept in fact for kept in found):
+                found.append(fact)
+    for term in glossary or []:
+        if term in answer and term not in found:
+            found.append(term)
+    return found

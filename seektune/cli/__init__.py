@@ -32,6 +32,10 @@ OverridesArg = Annotated[
     typer.Argument(help="Overrides as key.sub=value, e.g. train.lr=5e-4 output_dir=runs/try2.", show_default=False),
 ]
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `seektune train` or `seektune run`.")]
+RagOption = Annotated[Path | None, typer.Option(
+    "--rag", help="A `seektune index` directory: each question is answered from its passages, which are cited.",
+    show_default=False)]
+RagKOption = Annotated[int, typer.Option("--rag-k", min=1, max=20, help="Passages retrieved per question.")]
 
 
 def _is_classification_run(target: str) -> bool:
@@ -61,6 +65,54 @@ def synth(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     from seektune.synth.run import run as synth_run
 
     _guard(synth_run, loaded)
+
+
+@app.command()
+def index(
+    documents: Annotated[list[Path] | None, typer.Argument(help="Files or directories of documents (.md .txt .pdf "
+                                                         ".docx .html) to add; a changed file replaces its chunks.",
+                                                         show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="The index directory (created if missing).")] = Path("index"),
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="Drop a document (by its name in the index, "
+                                                     "e.g. handbook.md); repeatable.", show_default=False)] = None,
+    encoder: Annotated[str, typer.Option(help="Embedding model for a new index: the embedded MiniLM alias, a "
+                                         "sentence-transformers directory or a Hub id; `hashing` for none (words "
+                                         "only, builds in seconds).")] = "minilm-l6-v2",
+    chunk_tokens: Annotated[int, typer.Option(help="Chunk size of a new index, in the encoder's tokens.")] = 200,
+    overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks of a section.")] = 32,
+    query: Annotated[str | None, typer.Option(help="Search the index and print the best chunks (a quick check).",
+                                              show_default=False)] = None,
+    k: Annotated[int, typer.Option(help="Chunks shown for --query.")] = 4,
+) -> None:
+    """Build or update a retrieval index (dense MiniLM + BM25, fused) for `serve --rag` and `eval --rag`.
+
+    Adding documents to an existing index re-indexes only files whose content changed."""
+    _quiet_libraries()
+    from seektune.rag.index import Index
+
+    def build():
+        if not documents and not remove and query is None:
+            raise ValueError("name documents to index, --remove NAME, or --query TEXT")
+        with Index.open_or_create(out, encoder=encoder, chunk_tokens=chunk_tokens, overlap=overlap) as idx:
+            if remove:
+                gone = idx.remove(remove)
+                missing = sorted(set(remove) - set(gone))
+                console.print(f"index: removed {len(gone)} document(s)" + (f"; not in the index: {', '.join(missing)}"
+                                                                            if missing else ""), soft_wrap=True)
+            if documents:
+                report = idx.add(documents)
+                for failure in report["failures"]:
+                    err.print(f"seektune: skipping {failure['document']}: {failure['reason']} ({failure['detail']})",
+                              soft_wrap=True, markup=False)
+                console.print(f"index: {out} - added {len(report['added'])}, replaced {len(report['replaced'])}, "
+                              f"unchanged {len(report['unchanged'])}, unreadable {len(report['failures'])}; "
+                              f"{len(idx.documents())} documents, {len(idx)} chunks", soft_wrap=True, markup=False)
+            if query is not None:
+                for rank, hit in enumerate(idx.search(query, k=k), start=1):
+                    console.print(f"{rank}. {hit.chunk_id} (score {hit.score:.4f}) {hit.heading or ''}\n   "
+                                  f"{hit.text[:160].replace(chr(10), ' ')}", soft_wrap=True, markup=False)
+
+    _guard(build)
 
 
 def _prepare_stage(recipe):
@@ -155,6 +207,18 @@ def eval_(
         typer.Option("--fail-under", help="Gates for CI, e.g. 'rougeL=0.3,win_rate=0.7,fact_accuracy=0.5': "
                      "exit 1 when a tuned-model figure is below its bar."),
     ] = None,
+    rag: Annotated[
+        Path | None,
+        typer.Option("--rag", help="A retrieval index (`seektune index`): each system also answers with passages "
+                     "from it, and the report compares base, base+rag, tuned and tuned+rag.", show_default=False),
+    ] = None,
+    rag_k: RagKOption = 4,
+    out_of_scope: Annotated[
+        Path | None,
+        typer.Option("--out-of-scope", help="Questions the documents do not answer (rows as for --data; the answer "
+                     "is not scored): how often each system declines instead of inventing. Needs --rag.",
+                     show_default=False),
+    ] = None,
 ) -> None:
     """Answer the test split with the tuned model and a baseline; write <run>/eval/ and <run>/report.html.
 
@@ -173,9 +237,9 @@ def eval_(
     if _is_classification_run(target):  # scored beside its n-gram baseline, on its own eval split
         from seektune.train import classification
 
-        if against not in (None, "base") or data or out or judge or judge_model:
+        if against not in (None, "base") or data or out or judge or judge_model or rag or out_of_scope:
             _fail("a classification run is scored on its own eval split, beside its n-gram baseline; "
-                  "--against, --data, --out and --judge are for chat runs")
+                  "--against, --data, --out, --judge and --rag are for chat runs")
         metrics = _guard(classification.evaluate_run, target, overrides)
         print_classification(metrics, console)
         console.print(f"report: {RunDir(target).report_html}")
@@ -184,7 +248,8 @@ def eval_(
 
         def evaluate():
             return stage.run(target, against=against, against_model=against_model, data=data, out=out,
-                             judge=judge_settings or None, overrides=overrides)
+                             judge=judge_settings or None, overrides=overrides, rag=rag, rag_k=rag_k,
+                             out_of_scope=out_of_scope)
 
         metrics = _guard(evaluate)
         print_metrics(metrics, console)
@@ -244,12 +309,14 @@ def chat(
         str, typer.Option(help="torch (the run or model as trained), onnx or int8 (its export from "
                           "`seektune export`; a run directory or the export directory itself).")
     ] = "torch",
+    rag: RagOption = None,
+    rag_k: RagKOption = 4,
 ) -> None:
     """Chat with a tuned run (or any model) in the terminal; answers stream as they are generated."""
     _quiet_libraries()
     from seektune import chat as chat_stage
 
-    _guard(chat_stage.run, target, message, max_new_tokens, backend)
+    _guard(chat_stage.run, target, message, max_new_tokens, backend, rag, rag_k)
 
 
 @app.command()
@@ -388,6 +455,8 @@ def serve(
     trust_remote_code: Annotated[bool, typer.Option(
         "--trust-remote-code", help="Allow a served run whose recipe sets model.trust_remote_code: true "
         "(runs code from the model's repository).")] = False,
+    rag: RagOption = None,
+    rag_k: RagKOption = 4,
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback, /metrics) and a web
     playground at /."""
@@ -405,7 +474,8 @@ def serve(
                              max_batch=max_batch, max_concurrency=max_concurrency, max_tokens_cap=max_tokens_cap,
                              cache_size=cache_size, feedback_db=feedback_db, engine=engine,
                              allowed_run_dirs=allowed_run_dir or None, allowed_hosts=allowed_host or None,
-                             body_timeout_s=body_timeout, trust_remote_code=trust_remote_code)
+                             body_timeout_s=body_timeout, trust_remote_code=trust_remote_code,
+                             rag_index=rag, rag_k=rag_k)
     if engine not in ("hf", "vllm"):
         _fail(f"--engine {engine!r}: choose hf or vllm")
     try:

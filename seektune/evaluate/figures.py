@@ -2,8 +2,9 @@
 
 The pages (``report.py``) decide what to show; this module decides how a value reads
 (BLEU and chrF on 0-100, other scores 0-1, counts whole, a learning rate with its exponent)
-and draws the figures: the loss curve and the comparison bars as inline PNG, and the
-geometry of the win-rate bar that ``report.html.j2`` draws as SVG.
+and draws the figures: the loss curve, the comparison bars and the with/without-retrieval bars
+as inline PNG, and the geometry of the win-rate bar that ``report.html.j2`` draws as SVG. The
+retrieval table (``retrieval_table``) is formatted here too, beside its chart.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from seektune.data.pages import png_data_uri, pyplot
 
 # Order of the metric table; metrics not named here follow in alphabetical order.
 METRIC_ORDER = [
-    "n", "accuracy", "macro_f1", "auc_roc", "rougeL", "rouge1", "rouge2", "bleu", "chrf", "fact_accuracy", "exact_match", "term_coverage",
-    "distinct_1", "distinct_2", "perplexity", "answer_words", "answer_chars", "win_rate", "judge_win_rate",
+    "n", "accuracy", "macro_f1", "auc_roc", "rougeL", "rouge1", "rouge2", "bleu", "chrf", "fact_accuracy",
+    "exact_match", "term_coverage", "distinct_1", "distinct_2", "perplexity", "answer_words", "answer_chars",
+    "win_rate", "judge_win_rate",
 ]
 METRIC_NAMES = {
     "n": "rows", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "bleu": "BLEU (0-100)",
@@ -27,7 +29,13 @@ METRIC_NAMES = {
     "answer_chars": "answer chars (mean)", "win_rate": "win rate vs base", "judge_win_rate": "judge win rate",
     "eval_loss": "eval loss", "train_runtime_s": "train time (s)",
     "accuracy": "accuracy", "macro_f1": "macro-F1", "auc_roc": "AUC (one-vs-rest, macro)",
+    "faithfulness": "faithfulness", "citation_accuracy": "citation accuracy", "citation_rate": "answers citing",
+    "recall_at_k": "retrieval recall@k", "refusal_rate": "refusals out of scope",
+    "refused_in_scope": "refusals in scope",
 }
+# the four-way table of `seektune eval --rag`: its columns, in order (evaluate/retrieval.py computes them)
+RAG_COLUMNS = ["fact_accuracy", "rougeL", "faithfulness", "citation_accuracy", "recall_at_k", "refusal_rate",
+               "refused_in_scope"]
 HUNDRED_SCALE = {"bleu", "chrf"}
 LOWER_IS_BETTER = {"perplexity", "eval_loss"}
 NO_DIRECTION = {"n", "answer_words", "answer_chars", "distinct_1", "distinct_2"}  # a change is neither good nor bad
@@ -76,6 +84,13 @@ def fmt_setting(key: str, value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def fmt_interval(metric: str, interval: Any) -> str | None:
+    """A bootstrap interval ``[low, high]`` as text, or None when there is none."""
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(is_number(v) for v in interval):
+        return f"[{fmt(metric, interval[0])}, {fmt(metric, interval[1])}]"
+    return None
 
 
 def fmt_delta(metric: str, delta: float) -> str:
@@ -167,6 +182,70 @@ def win_rate_chart(summary: dict[str, Any], width: int = 640) -> dict[str, Any]:
         chart["dot"] = at(rate)
     chart["ticks"] = [{"x": at(tick), "y": top + height + 20, "label": f"{tick:g}"} for tick in (0, 0.5, 1)]
     return chart
+
+
+def retrieval_chart_png(section: dict[str, Any]) -> str | None:
+    """Fact accuracy of each model without and with retrieval, as grouped bars with their bootstrap 95%
+    intervals as whiskers; None when no system has a fact accuracy (rows without ``facts``)."""
+    scores, ci = section.get("scores") or {}, section.get("ci") or {}
+    models = [name for name in section.get("order") or [] if not name.endswith("+rag")]
+    if not any(is_number((scores.get(n) or {}).get("fact_accuracy")) for m in models for n in (m, m + "+rag")):
+        return None
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=(max(4.5, 2.4 * len(models) + 1.5), 3.2))
+    width = 0.38
+    for offset, (suffix, label, color) in enumerate((("", "without retrieval", "#9aa7b8"),
+                                                     ("+rag", f"with retrieval (k={section.get('k')})", "#3566b8"))):
+        names = [m + suffix for m in models]
+        values = [(scores.get(n) or {}).get("fact_accuracy") for n in names]
+        positions = [j + (offset - 0.5) * width for j in range(len(models))]
+        heights = [v if is_number(v) else 0.0 for v in values]
+        errors = [[0.0] * len(names), [0.0] * len(names)]
+        for j, (name, value) in enumerate(zip(names, values)):
+            low_high = (ci.get(name) or {}).get("fact_accuracy")
+            if is_number(value) and isinstance(low_high, list) and len(low_high) == 2:
+                errors[0][j], errors[1][j] = max(0.0, value - low_high[0]), max(0.0, low_high[1] - value)
+        axis.bar(positions, heights, width=width * 0.95, label=label, color=color, yerr=errors, capsize=4,
+                 error_kw={"elinewidth": 1.2, "ecolor": "#222222"})
+        for x, height, above, value in zip(positions, heights, errors[1], values):  # the value above its whisker
+            axis.annotate(fmt("fact_accuracy", value), (x, min(height + above, 1.0)), xytext=(0, 3),
+                          textcoords="offset points", ha="center", va="bottom", fontsize=8, color="#333333")
+    axis.set_xticks(range(len(models)))
+    axis.set_xticklabels(models)
+    axis.set_ylim(0, 1.1)
+    axis.set_ylabel("fact accuracy")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _finish(plt, fig, axis)
+
+
+def retrieval_table(section: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What report.html.j2 shows of `seektune eval --rag` (``metrics["rag"]``): the four systems (each model without
+    and with retrieval) in one table, each cell with its bootstrap interval and, where a score is not over every
+    row, the rows it is over; and the fact-accuracy chart. None for an eval without retrieval."""
+    if not isinstance(section, dict) or not section.get("order"):
+        return None
+    scores, ci, labels = section.get("scores") or {}, section.get("ci") or {}, section.get("systems") or {}
+    counts = {"faithfulness": "faithfulness_n", "citation_accuracy": "citation_n", "recall_at_k": "recall_n",
+              "refusal_rate": "refusal_n"}
+    columns = [c for c in RAG_COLUMNS if c != "refusal_rate" or section.get("out_of_scope")]
+    rows = []
+    for name in section["order"]:
+        part = scores.get(name) or {}
+        cells = []
+        for column in columns:
+            n = part.get(counts[column]) if column in counts else None
+            note = f"n={n}" if is_number(n) and n != part.get("n") and column != "refusal_rate" else None
+            cells.append({"text": fmt(column, part.get(column)), "note": note,
+                          "ci": fmt_interval(column, (ci.get(name) or {}).get(column))})
+        rows.append({"name": name, "label": labels.get(name, name), "n": fmt("n", part.get("n")), "cells": cells})
+    header = [METRIC_NAMES.get(c, c).replace("recall@k", f"recall@{section.get('k')}") for c in columns]
+    index = section.get("index") or {}
+    scope = section.get("out_of_scope") or {}
+    return {"k": section.get("k"), "index": index.get("path"), "chunks": index.get("chunks"),
+            "documents": index.get("documents"), "header": header, "rows": rows,
+            "out_of_scope": {"n": scope.get("n"), "file": scope.get("file")} if scope else None,
+            "chart": retrieval_chart_png(section)}
 
 
 def compare_chart_png(result: dict[str, Any]) -> str | None:

@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from seektune.text import cjk_tokens, normalise_for_match, tokens_of
+from seektune.text import cjk_tokens, facts_of, normalise_for_match, numbers_in, tokens_of
 
 
 class _CharTokenizer:
@@ -328,3 +328,107 @@ def score(
             "answer_words": length["words"],
         })
     return result
+
+
+# ---------------------------------------------------------------- grounding in retrieved passages
+
+# a citation: [1], [2,3], [2, 3], [1-3], 【1】, ［2］ (full width), [1，2] and [1、2] as Chinese writes lists
+_CITATION = re.compile(r"[\[【［]\s*(\d{1,3}(?:\s*[-–~,，、;；]\s*\d{1,3})*)\s*[\]】］]")
+_CITED_NUMBER = re.compile(r"\d+|[-–~]")
+
+
+def cited_passages(answer: str) -> list[int]:
+    """The passage numbers an answer cites, in order of first mention, each once.
+
+    Reads ``[1]``, ``[2,3]``, ``[2, 3]``, ``[1][2]``, ``[1-3]`` (a range: 1, 2, 3), ``【1】`` and ``［1］``,
+    with ``,`` ``，`` ``、`` or ``;`` between numbers. Whether a number names a passage that was given
+    is for the caller to check (:func:`citation_correct` ignores numbers outside 1..len(passages)).
+    """
+    cited: list[int] = []
+    for match in _CITATION.finditer(answer):
+        parts = _CITED_NUMBER.findall(match.group(1))
+        numbers: list[int] = []
+        for i, part in enumerate(parts):
+            if part.isdigit():
+                if i >= 2 and parts[i - 1] in "-–~" and numbers and int(part) > numbers[-1]:
+                    numbers.extend(range(numbers[-1] + 1, min(int(part), numbers[-1] + 20) + 1))
+                else:
+                    numbers.append(int(part))
+        cited += [n for n in numbers if n not in cited]
+    return cited
+
+
+def answer_claims(answer: str) -> list[str]:
+    """What :func:`faithfulness` checks: the answer's facts (:func:`seektune.text.facts_of`: amounts,
+    durations, times, phone numbers, addresses, codes) and then each number (:func:`seektune.text.numbers_in`)
+    that is not already part of one of those facts. Citation markers are removed first, so ``[1]`` is no claim."""
+    text = _CITATION.sub(" ", answer)
+    facts = facts_of(text)
+    in_facts = set().union(*(numbers_in(fact) for fact in facts))
+    numbers = [n for n in sorted(numbers_in(text)) if n not in in_facts]
+    return facts + numbers
+
+
+def faithfulness(answer: str, passages: Sequence[str]) -> float | None:
+    """Share of the answer's claims (:func:`answer_claims`) found in the passages; None for an answer with none.
+
+    A fact is found when it occurs in the passages' text (both through :func:`normalise_for_match`); a bare
+    number when it is one of the passages' numbers, so "4.95" is not found in "14.95". An answer that
+    invents a fee or a time limit the passages do not give scores below 1; one that only copies them, 1.
+    The check is lexical: "45天" is not found in an English passage that says "45 days".
+    """
+    claims = answer_claims(answer)
+    if not claims:
+        return None
+    joined = "\n".join(passages)
+    text_n, numbers = normalise_for_match(joined), numbers_in(joined)
+    found = [claim in numbers if claim.replace(",", "").replace(".", "").replace(":", "").isdigit()
+             else normalise_for_match(claim) in text_n for claim in claims]
+    return sum(found) / len(found)
+
+
+def citation_correct(answer: str, passages: Sequence[str], facts: Sequence[str]) -> bool | None:
+    """Whether the passages an answer cites hold the row's reference facts.
+
+    None (not scored) when the row has no reference facts, or when the answer cites no passage that was
+    given (no ``[n]`` with n in 1..len(passages)). Otherwise True when the cited passages, taken together,
+    contain every reference fact (:func:`facts_found` on their joined text), False when one is missing:
+    citing a passage that does not say what the answer needed counts against the answer.
+    """
+    cited = [n for n in cited_passages(answer) if 1 <= n <= len(passages)]
+    if not facts or not cited:
+        return None
+    return all(facts_found("\n".join(passages[n - 1] for n in cited), facts))
+
+
+# A refusal: the answer says it cannot find or does not know the answer. Written for the refusal texts that
+# synthesis trains on (seektune.recipe.synth REFUSAL_EN / REFUSAL_ZH), the retrieval prompt's "say that you
+# cannot find it" / 找不到 (seektune.rag.prompt) and the common ways models decline, in English and Chinese.
+_REFUSAL_EN = re.compile(
+    r"\b(?:can ?not|can't|could ?not|couldn't|unable to|(?:am|was|were|is) not able to|wasn't able to)\s+"
+    r"(?:find|locate|answer|say|tell|confirm|provide|give|determine|help with th(?:at|is))\b"
+    r"|\b(?:don't|do not|doesn't|does not|didn't|did not)\s+(?:know|have (?:any |that |this |the |enough )?"
+    r"(?:information|details|info|data))\b"
+    r"|\b(?:have|has|had) no (?:information|details|idea|data)\b|\bno (?:information|details) (?:about|on|regarding)\b"
+    r"|\bnot (?:sure|certain)\b|\bnot (?:mentioned|covered|stated|specified|described|included|listed|found) in\b"
+    r"|\b(?:passages?|documents?|handbook|polic(?:y|ies)|sources?|context)\s+(?:do(?:es)?n't|do(?:es)? not)\s+"
+    r"(?:contain|say|mention|cover|include|specify|provide|address|answer)\b",
+    re.IGNORECASE)
+_REFUSAL_ZH = re.compile(
+    r"找不到|没有找到|未找到|查不到|没有查到|无法(?:可靠地)?(?:回答|确定|提供|告知|给出|判断|找到)|不能回答|"
+    r"不知道|不清楚|不确定|没有(?:这方面的?|相关的?|有关的?|关于[^，。,.]{0,20}的)?(?:信息|资料|内容|记载|说明)|"
+    r"(?:资料|文档|手册|政策|文件)[^，。,.]{0,6}(?:没有|未)(?:提到|提及|说明|包含|涉及|记载)|没有提到|未提及|没有提及")
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether the answer declines: says it cannot find the answer, does not know, or has no information.
+
+    English: "I can't find that", "cannot answer", "I don't know", "no information about", "not sure",
+    "not mentioned in", "the passages do not contain ..." (curly apostrophes read as straight ones). Chinese:
+    找不到 / 没有找到, 无法回答 / 无法可靠地回答 / 无法确定, 不知道 / 不清楚, 没有(相关)信息, 资料中没有提到 ...
+    A lexical detector: an answer that declines in other words is missed, and one that quotes such a phrase
+    while answering ("we are not able to answer by phone") is counted; the out-of-scope rate is meant for
+    comparing systems on the same questions.
+    """
+    text = unicodedata.normalize("NFKC", answer).replace("\u2019", "'").replace("\u2018", "'")
+    return bool(_REFUSAL_EN.search(text) or _REFUSAL_ZH.search(text))

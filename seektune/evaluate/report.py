@@ -36,9 +36,11 @@ from seektune.evaluate.figures import (
     delta_class,
     fmt,
     fmt_delta,
+    fmt_interval,
     fmt_setting,
     is_number,
     loss_curve_png,
+    retrieval_table,
     win_rate_chart,
 )
 from seektune.runs import RunDir
@@ -47,7 +49,7 @@ RANKED_METHODS = {"lora", "dora", "qlora"}  # the methods for which rank r and a
 NGRAM = "character n-gram TF-IDF + logistic regression"  # train/ngram.py's classifier (train is a layer above)
 CLASSIFICATION_METHODS = {"full": "full (every weight of the encoder)", "linear": f"linear ({NGRAM}; no encoder)"}
 SECTION_NAMES = {  # the in-page links, in page order; a section appears in the nav when the page has it
-    "recipe": "recipe", "data": "data", "loss-curve": "training", "metrics": "metrics",
+    "recipe": "recipe", "data": "data", "loss-curve": "training", "metrics": "metrics", "rag": "retrieval",
     "confusion": "confusion matrix", "win-rate": "win rate",
     "by-category": "by category", "by-language": "by language", "rows": "rows", "human": "human eval",
 }
@@ -318,12 +320,6 @@ def _update(update: dict[str, Any]) -> dict[str, Any]:
     return {"from": update.get("from"), "replay": update.get("replay") or {}, "rows": rows}
 
 
-def _interval(metric: str, interval: Any) -> str | None:
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(is_number(v) for v in interval):
-        return f"[{fmt(metric, interval[0])}, {fmt(metric, interval[1])}]"
-    return None
-
-
 def _metric_keys(metrics: dict[str, Any], systems: list[str]) -> list[str]:
     keys = {k for s in systems for k, v in metrics[s].items() if v is None or is_number(v)}
     return [k for k in METRIC_ORDER if k in keys] + sorted(keys - set(METRIC_ORDER))
@@ -337,7 +333,7 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for key in _metric_keys(metrics, systems):
         row: dict[str, Any] = {"name": METRIC_NAMES.get(key, key), "delta": None, "cells": [
-            {"text": fmt(key, metrics[s].get(key)), "ci": _interval(key, (ci.get(s) or {}).get(key))}
+            {"text": fmt(key, metrics[s].get(key)), "ci": fmt_interval(key, (ci.get(s) or {}).get(key))}
             for s in systems]}
         if both:
             base, tuned = metrics[systems[0]].get(key), metrics["tuned"].get(key)
@@ -345,7 +341,7 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             if is_number(base) and is_number(tuned) and key != "n":
                 delta = tuned - base
                 row["delta"] = {"text": fmt_delta(key, delta), "class": delta_class(key, delta),
-                                "ci": _interval(key, (ci.get("delta") or {}).get(key))}
+                                "ci": fmt_interval(key, (ci.get("delta") or {}).get(key))}
         rows.append(row)
     thinking = {s: metrics[s].get("reasoning") for s in systems}  # R1-style models: how much they thought
     reasoning = None
@@ -480,6 +476,7 @@ def render_report_html(report: dict[str, Any]) -> str:
         "training": _training(report.get("training")),
         "update": _update(report["update"]) if report.get("update") else None,
         "metrics": _metrics(metrics),
+        "rag": retrieval_table(metrics.get("rag")),
         "confusion": _confusion(metrics),
         "win_rates": _win_rates(metrics),
         "breakdowns": [b for b in (_breakdown(metrics, "by_category", "category", "by-category"),
@@ -487,7 +484,7 @@ def render_report_html(report: dict[str, Any]) -> str:
         "rows": _rows(report.get("rows") or {}, metrics),
         "human": _human(report["human"]) if report.get("human") else None,
     }
-    present = {"recipe": page["recipe"], "data": page["data"], "loss-curve": True, "metrics": True,
+    present = {"recipe": page["recipe"], "data": page["data"], "loss-curve": True, "metrics": True, "rag": page["rag"],
                "confusion": page["confusion"],
                "win-rate": page["win_rates"], "rows": page["rows"], "human": page["human"],
                **{b["id"]: True for b in page["breakdowns"]}}

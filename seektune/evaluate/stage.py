@@ -4,6 +4,8 @@
     seektune eval runs/r16 --against runs/r8                          # two runs
     seektune eval runs/r16 --against http://127.0.0.1:8000/v1 --against-model gpt-x   # vs an endpoint
     seektune eval smollm2-135m-instruct --data test.jsonl --out runs/eval-base      # any model
+    seektune eval runs/customer-service --rag runs/handbook-index \
+        --out-of-scope examples/customer-service/data/out_of_scope.jsonl      # four systems: +/- retrieval
 
 A *system* is a local model (a run's tuned model, its base, any model the loader knows)
 or an OpenAI-compatible endpoint. The subject is always called ``tuned`` and the
@@ -14,6 +16,11 @@ perplexity on the references, reasoning length; ``ci`` with bootstrap intervals;
 and optionally ``judge`` win rates), ``<run>/eval/samples.jsonl`` (both answers per row)
 and ``<run>/eval/cache.jsonl``: answers keyed by system, settings and prompt, so a re-run
 regenerates only what changed.
+
+With ``--rag INDEX`` each system also answers with passages retrieved from the index (``base+rag``,
+``tuned+rag``), and ``metrics["rag"]`` holds the four systems side by side: fact accuracy, ROUGE-L,
+faithfulness, citation accuracy, retrieval recall@k and, with ``--out-of-scope FILE``, how often each
+declines a question the documents do not answer (:mod:`seektune.evaluate.retrieval`).
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
 from seektune.evaluate.generate import BATCH_TOKENS, generate_answers, token_batches
-from seektune.evaluate.metrics import facts_found, rouge_l, score, term_coverage
+from seektune.evaluate.scoring import ab_scores, confidence_intervals, per_row_scores, score_systems, slices
 from seektune.models.load import load_model
 from seektune.recipe import Recipe
 from seektune.runs import RunDir, fingerprint, is_run_dir, load_tuned
-from seektune.text import language_of, tokens_of
+from seektune.text import tokens_of
 
 Answer = dict[str, str | None]  # {"answer", "reasoning"}
 
@@ -279,60 +286,7 @@ class AnswerCache:
         return [lookup[k] for k in keys], len(conversations) - len(missing)
 
 
-# ---------------------------------------------------------------- scoring
-
-
-def _slices(rows: list[dict[str, Any]], by: Callable[[dict[str, Any]], str | None]) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        value = by(row)
-        if value is not None:
-            groups.setdefault(str(value), []).append(i)
-    return dict(sorted(groups.items()))
-
-
-def score_systems(rows: list[dict[str, Any]], answers: dict[str, list[str]],
-                  glossary: list[str] | None = None) -> dict[str, Any]:
-    references = [row["messages"][-1]["content"] for row in rows]
-    facts = [row["meta"].get("facts") or [] for row in rows]
-    languages = [language_of(ref) for ref in references]
-    by_language = _slices(rows, lambda row: language_of(row["messages"][-1]["content"]))
-    by_category = _slices(rows, lambda row: row["meta"].get("category"))
-    metrics: dict[str, Any] = {}
-    for system, predictions in answers.items():
-        overall_lang = "zh" if languages and all(lang == "zh" for lang in languages) else "en"
-        result = score(predictions, references, facts, overall_lang, full=True)
-        if glossary:
-            result["term_coverage"] = term_coverage(predictions, glossary, references)
-
-        def part(idx: list[int], lang: str) -> dict[str, Any]:
-            return score([predictions[i] for i in idx], [references[i] for i in idx], [facts[i] for i in idx], lang)
-
-        result["by_language"] = {lang: part(idx, lang) for lang, idx in by_language.items()}
-        if by_category:
-            result["by_category"] = {
-                cat: part(idx, "zh" if all(languages[i] == "zh" for i in idx) else "en")
-                for cat, idx in by_category.items()
-            }
-        metrics[system] = result
-    return metrics
-
-
-def per_row_scores(rows: list[dict[str, Any]], predictions: list[str], metric: str) -> list[float | None]:
-    """One score per row: ROUGE-L F1, or 1/0 for "every key fact present" (None for rows without facts)."""
-    scores: list[float | None] = []
-    for row, prediction in zip(rows, predictions):
-        reference = row["messages"][-1]["content"]
-        if metric == "fact_accuracy":
-            facts = row["meta"].get("facts") or []
-            scores.append(float(all(facts_found(prediction, facts))) if facts else None)
-        else:
-            scores.append(rouge_l([prediction], [reference], language_of(reference)))
-    return scores
-
-
-def _ab_scores(values: list[float | None]) -> list[float]:
-    return [0.0 if v is None else v for v in values]
+# ---------------------------------------------------------------- reasoning
 
 
 def reasoning_summary(answers: list[Answer]) -> dict[str, Any] | None:
@@ -342,27 +296,6 @@ def reasoning_summary(answers: list[Answer]) -> dict[str, Any] | None:
         return None
     return {"rows": len(lengths), "mean_words": sum(lengths) / len(lengths), "max_words": max(lengths)}
 
-
-def confidence_intervals(rows, answers: dict[str, list[str]], seed: int) -> dict[str, Any]:
-    """Bootstrap 95% CIs of each system's row-level metrics, and of tuned - base on the same rows."""
-    from seektune.evaluate.compare import bootstrap_mean_ci, paired_delta_ci
-
-    result: dict[str, Any] = {}
-    per_metric = {m: {s: per_row_scores(rows, a, m) for s, a in answers.items()} for m in ("rougeL", "fact_accuracy")}
-    for system in answers:
-        result[system] = {}
-        for metric, by_system in per_metric.items():
-            values = [v for v in by_system[system] if v is not None]
-            if values:
-                result[system][metric] = list(bootstrap_mean_ci(values, seed=seed))
-    if "base" in answers and "tuned" in answers:
-        result["delta"] = {}
-        for metric, by_system in per_metric.items():
-            pairs = [(b, t) for b, t in zip(by_system["base"], by_system["tuned"]) if b is not None and t is not None]
-            if pairs:
-                result["delta"][metric] = list(paired_delta_ci([p[0] for p in pairs], [p[1] for p in pairs],
-                                                               seed=seed))
-    return result
 
 
 # ---------------------------------------------------------------- the LLM judge
@@ -455,12 +388,19 @@ def run(
     judge: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
     report: bool = True,
+    rag: str | Path | Any | None = None,
+    rag_k: int = 4,
+    out_of_scope: str | Path | None = None,
 ) -> dict[str, Any]:
     """Generate and score; returns the metrics dict also written to ``<run>/eval/metrics.json``.
 
     ``target``: a run directory or a model. ``against``: None (a run's base model, when
     ``eval.compare_base``), ``"none"``, a run directory, a model, or an endpoint URL.
     ``judge``: overrides of the recipe's ``eval.judge`` (e.g. ``{"endpoint": url}``).
+    ``rag``: a retrieval index (its directory, or an open ``seektune.rag.Index``): every system also answers
+    with ``rag_k`` passages from it, and ``metrics["rag"]`` holds the four-way table
+    (:mod:`seektune.evaluate.retrieval`); ``out_of_scope``: test rows the documents do not answer, for each
+    system's refusal rate (needs ``rag``).
     """
     from seektune.recipe import JudgeSpec, apply_overrides, validate_recipe
 
@@ -496,6 +436,16 @@ def run(
         rows = rows[: spec.max_rows]
     if not rows:
         raise ValueError(f"the {split_name} split of {run_dir} is empty; nothing to evaluate")
+    if out_of_scope is not None and rag is None:
+        raise ValueError("--out-of-scope compares refusals with and without retrieval; give the index with --rag")
+    if rag_k < 1:
+        raise ValueError(f"--rag-k must be at least 1, not {rag_k}")
+    index = None
+    if rag is not None:  # before any generation: a missing index or a bad out-of-scope row stops the eval early
+        from seektune.evaluate.retrieval import open_index
+
+        index = open_index(rag)
+    scope_rows = read_eval_data(Path(out_of_scope), recipe.data) if out_of_scope is not None else None
 
     want_run_base = against in (None, "base") and spec.compare_base
     if against == "base" and not is_run_dir(target):
@@ -534,20 +484,28 @@ def run(
         if thinking:
             metrics[name]["reasoning"] = thinking
     metrics["ci"] = confidence_intervals(rows, answers, recipe.train.seed)
+    found = None
+    if index is not None:
+        from seektune.evaluate.retrieval import evaluate_with_retrieval
+
+        found = evaluate_with_retrieval(rows, systems, answers, cache, options, metrics, index, rag_k, scope_rows,
+                                        out_of_scope, recipe.train.seed)
+        if index is not rag:  # opened here from its directory
+            index.close()
 
     row_scores = {name: per_row_scores(rows, values, spec.ab_metric) for name, values in answers.items()}
     verdicts = None
     if "base" in answers:
         from seektune.evaluate.compare import ab_summary, summarise_outcomes
 
-        metrics["ab"] = ab_summary(_ab_scores(row_scores["base"]), _ab_scores(row_scores["tuned"]),
+        metrics["ab"] = ab_summary(ab_scores(row_scores["base"]), ab_scores(row_scores["tuned"]),
                                    metric_name=spec.ab_metric, bar=spec.win_bar, seed=recipe.train.seed)
-        by_category = _slices(rows, lambda row: row["meta"].get("category"))
+        by_category = slices(rows, lambda row: row["meta"].get("category"))
         if by_category:
             metrics["ab"]["by_category"] = {}
             for cat, idx in by_category.items():
-                part = ab_summary([_ab_scores(row_scores["base"])[i] for i in idx],
-                                  [_ab_scores(row_scores["tuned"])[i] for i in idx],
+                part = ab_summary([ab_scores(row_scores["base"])[i] for i in idx],
+                                  [ab_scores(row_scores["tuned"])[i] for i in idx],
                                   metric_name=spec.ab_metric, bar=spec.win_bar, seed=recipe.train.seed)
                 metrics["ab"]["by_category"][cat] = {k: part[k] for k in ("n", "wins", "ties", "losses", "win_rate")}
         metrics["tuned"]["win_rate"] = metrics["ab"]["win_rate"]
@@ -582,6 +540,12 @@ def run(
             sample[f"{name}_{spec.ab_metric}"] = row_scores[name][i]
             if generated[name][i].get("reasoning"):
                 sample[f"{name}_reasoning"] = generated[name][i]["reasoning"]
+        if found is not None:  # the passages each retrieval system was given, and its answers
+            sample["retrieved"] = [hit.chunk_id for hit in found.hits[i]]
+            for name, values in found.answers.items():
+                sample[name] = values[i]
+                if found.reasoning[name][i]:
+                    sample[f"{name}_reasoning"] = found.reasoning[name][i]
         if verdicts is not None:
             sample["judge"] = verdicts[i]
         samples.append(sample)

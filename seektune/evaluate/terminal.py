@@ -1,6 +1,7 @@
 """How the eval results read in a terminal: the tables and lines ``seektune eval`` and ``seektune run`` print.
 
     seektune eval runs/customer-service        # print_metrics: base vs tuned, per language, win rates
+    seektune eval runs/customer-service --rag runs/handbook-index   # and print_retrieval: the four-way table
     seektune eval runs/ticket-routing-recipe   # print_classification: the classifier beside its n-gram baseline
 
 The numbers come from ``eval/metrics.json`` as the stages wrote it; nothing here computes a score.
@@ -58,6 +59,40 @@ def print_metrics(metrics: dict, console: Console) -> None:
         console.print(f"tuned vs base {what}: {ab['wins']} wins, {ab['ties']} ties, {ab['losses']} losses; "
                       f"win rate {ab['win_rate']:.2f} (95% CI {ab['ci_low']:.2f}-{ab['ci_high']:.2f}, "
                       f"sign test p={ab['p_value']:.2g}); bar {ab['bar']:.2f}: {verdict}{errors}", soft_wrap=True)
+    if metrics.get("rag"):
+        print_retrieval(metrics["rag"], console)
+
+
+# short headers, so the table fits an 80-column terminal; the line under it spells them out
+RAG_HEADERS = {"fact_accuracy": "facts", "rougeL": "RougeL", "faithfulness": "faith", "citation_accuracy": "cites",
+               "recall_at_k": "R@k", "refusal_rate": "refuse\nOOS", "refused_in_scope": "refuse\nin"}
+
+
+def print_retrieval(section: dict, console: Console) -> None:
+    """`seektune eval --rag`'s four-way table: each model without and with retrieval, one row per system."""
+    scope = section.get("out_of_scope") or {}
+    index = section.get("index") or {}
+    table = Table(title=f"with and without retrieval (k={section.get('k')}, {index.get('chunks')} chunks"
+                  + (f"; {scope.get('n')} out-of-scope questions)" if scope else ")"))
+    table.add_column("system", no_wrap=True, min_width=9)
+    table.add_column("n", justify="right")
+    for key, header in RAG_HEADERS.items():
+        table.add_column(header.replace("@k", f"@{section.get('k')}"), justify="right")
+    for name in section.get("order") or []:
+        part = section["scores"][name]
+        table.add_row(name, str(part.get("n")), *("-" if part.get(key) is None else f"{part[key]:.3f}"
+                                                  for key in RAG_HEADERS))
+    console.print(table)
+    retrieval = [name for name in section.get("order") or [] if name.endswith("+rag")]
+    k = section.get("k")
+    counts = ", ".join(f"{name} {section['scores'][name].get('faithfulness_n')} / "
+                       f"{section['scores'][name].get('citation_n')}" for name in retrieval)
+    recall_n = section["scores"][retrieval[0]].get("recall_n") if retrieval else None
+    scored = f" - rows scored: {counts}" if counts else ""
+    console.print(f"  facts: fact accuracy; faith: faithfulness (over answers that state a fact or number); cites: "
+                  f"citation accuracy (over answers that cite a passage){scored}; "
+                  f"R@{k}: retrieval recall@{k} over {recall_n} rows with a known source chunk; refuse OOS / in: "
+                  f"share declined of the out-of-scope questions / of the test rows", highlight=False, soft_wrap=True)
 
 
 def print_classification(metrics: dict, console: Console) -> None:

@@ -17,9 +17,16 @@ the user for the key and sends it with each API call. `serve` answers only reque
 request body ``--body-timeout`` seconds to arrive before 408 (see ``guard.py``). ``/openapi.json``
 documents every status, cap and model id of the running server (``openapi.py``).
 
+With ``--rag INDEX`` (a ``seektune index`` directory, opened at start-up) every chat request is
+answered from the index's passages: the last user message is the query, and its content becomes
+``seektune.rag.prompt.with_passages(question, hits)`` (numbered passages, then the question) before
+the chat template is applied. The response carries ``citations`` (see ``completion.py``); a
+request turns retrieval off with ``"rag": false`` or asks for other ``"rag_k"`` passages (1-20).
+
 Requests never name a file, a template or code: the request models keep only OpenAI's
-sampling fields (unknown fields such as ``chat_template`` or ``tools`` are dropped, never
-acted on), and the ``model`` field only selects among the ids loaded at start-up.
+sampling fields and seektune's ``rag`` / ``rag_k`` (unknown fields such as ``chat_template`` or
+``tools`` are dropped, never acted on), and the ``model`` field only selects among the ids loaded
+at start-up.
 
 The app is assembled, not written here: `create_app` loads the engine and catalog
 (``catalog.py``) into a `ServeState` (``state.py``), and `build_app` mounts the routers
@@ -39,6 +46,7 @@ from fastapi import APIRouter, FastAPI
 from seektune.serve.errors import install_error_handlers
 from seektune.serve.guard import Guard, default_allowed_hosts
 from seektune.serve.openapi import install_openapi
+from seektune.serve.retrieval import Retriever
 from seektune.serve.routes import completions, feedback, health, models, playground
 from seektune.serve.state import Metrics, ServeSettings, ServeState
 
@@ -82,6 +90,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     from seektune.serve.catalog import default_allowed_run_dirs, load_hf_engine, load_vllm_engine
 
     metrics = Metrics()
+    # the index first: a wrong --rag path fails in a second, not after the model has loaded
+    retriever = Retriever.open(settings.rag_index, settings.rag_k) if settings.rag_index else None
     allowed = ([Path(d) for d in settings.allowed_run_dirs] if settings.allowed_run_dirs
                else default_allowed_run_dirs(settings.target))
     adapters = {name: Path(path) for name, path in settings.adapters.items()}
@@ -94,7 +104,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                          trust_remote_code=settings.trust_remote_code)
     else:
         raise ValueError(f"unknown engine {settings.engine!r}; choose hf or vllm")
-    return build_app(ServeState.create(settings, engine, catalog, metrics))
+    return build_app(ServeState.create(settings, engine, catalog, metrics, retriever))
 
 
 def serve(settings: ServeSettings) -> None:
@@ -113,4 +123,8 @@ def serve(settings: ServeSettings) -> None:
     log.warning("playground: %s/   OpenAI API: %s/v1   metrics: %s/metrics   feedback: %s",
                 base_url, base_url, base_url, settings.feedback_path())
     log.warning("answering Host %s", ", ".join(settings.allowed_hosts))
+    if app.state.serve.retriever is not None:
+        info = app.state.serve.retriever.info()
+        log.warning("retrieval: %s (%d documents, %d chunks), %d passages per question", settings.rag_index,
+                    info["documents"], info["chunks"], info["k"])
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

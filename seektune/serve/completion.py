@@ -7,6 +7,12 @@ Shared by ``/v1/chat/completions`` and ``/v1/completions`` (``routes/completions
 function takes the app's `ServeState`, so each can be called (and tested) without an app.
 A greedy answer may come from the response cache; every answer is recorded in the feedback
 store before the client sees it end (it may rate it at once).
+
+With retrieval (``serve --rag``), a chat answer carries ``citations``, a list of the passages put
+into the prompt, each ``Hit.citation()`` plus its ``number`` ([n] in the prompt): in the JSON body
+as a top-level field, in a stream on the last chunk before [DONE] (see `stream`). No retrieval
+(``rag: false``, or a server without an index): no ``citations`` field at all; an empty list means
+retrieval ran and found nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class Job:
     stream: bool
     include_usage: bool
     prefix: str = ""  # a chat request's final assistant message: the answer's start, continued
+    citations: list[dict[str, Any]] | None = None  # --rag: the passages in the prompt (None: no retrieval ran)
 
     def splitter(self) -> ThinkSplitter | None:
         """A chat answer's reasoning / content splitter, past the prefix (whose pieces `prefix_parts` has)."""
@@ -146,17 +153,39 @@ def tokens_of(tokenizer, text: str, special: bool) -> list[int]:
     return with_special_tokens(tokenizer, ids) if special and text else ids
 
 
+def retrieve(state: ServeState, body: ChatCompletionRequest,
+             messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, Any]] | None]:
+    """``(prompt messages, citations)``: with the server's index (unless the request says ``rag: false``) the
+    last user message holds its passages (``retrieval.py``); else the messages as they are and None."""
+    if body.rag is False:
+        return messages, None
+    if state.retriever is None:
+        if body.rag:
+            raise APIError(400, "rag is true, but this server was started without --rag INDEX, so it has no "
+                                "documents to retrieve from; leave rag out or set it to false.",
+                           code="rag_unavailable", param="rag")
+        return messages, None
+    try:
+        return state.retriever.ground(messages, body.rag_k)
+    except Exception as err:  # e.g. the index directory was removed under the running server
+        log.exception("retrieval failed")
+        raise APIError(500, f"Retrieval from the document index failed: {err}", "server_error",
+                       "retrieval_failed") from err
+
+
 def chat_job(state: ServeState, body: ChatCompletionRequest) -> Job:
     """A chat request rendered with the model's chat template (and the run's system prompt), checked.
-    A last assistant message is continued (see ``render.continuation_ids``)."""
+    A last assistant message is continued (see ``render.continuation_ids``). With retrieval, the prompt's
+    last user message holds the passages; ``job.messages`` (what feedback records) keeps the question."""
     adapter = resolve_model(state.catalog, body.model)
     messages = [_plain(m) for m in body.messages]
     system = state.catalog.system_prompts.get(body.model)
     if system and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system})
     prefix = messages.pop()["content"] if messages[-1]["role"] == "assistant" else ""
-    try:  # user text (and the prefix) never becomes a control token
-        ids, text = continuation_ids(state.tokenizer, messages + [{"role": "assistant", "content": prefix}])
+    prompt, citations = retrieve(state, body, messages)
+    try:  # user text (and the prefix) never becomes a control token; nor does a passage (it is user text)
+        ids, text = continuation_ids(state.tokenizer, prompt + [{"role": "assistant", "content": prefix}])
     except (TypeError, UnicodeError) as err:  # e.g. a lone surrogate the tokenizer cannot encode
         raise APIError(400, f"The text cannot be tokenized: {err}", code="invalid_text", param="messages") from err
     except Exception as err:  # the chat template refused this conversation (e.g. roles out of order)
@@ -166,7 +195,8 @@ def chat_job(state: ServeState, body: ChatCompletionRequest) -> Job:
     params = sampling_params(state, body, len(ids), requested, "messages")
     in_reasoning = text[:len(text) - len(prefix)].rstrip().endswith(ThinkSplitter.OPEN)
     return Job("chat", body.model, adapter, messages, ids, params, in_reasoning,
-               bool(body.stream), bool(body.stream_options and body.stream_options.include_usage), prefix)
+               bool(body.stream), bool(body.stream_options and body.stream_options.include_usage), prefix,
+               citations)
 
 
 def text_job(state: ServeState, body: CompletionRequest) -> Job:
@@ -286,6 +316,8 @@ async def respond(state: ServeState, job: Job, request: Request, started: float)
                            "logprobs": None})
         body = {"id": completion_id, "object": "chat.completion", "created": now, "model": job.model,
                 "choices": listed, "usage": usage(job, choices)}
+        if job.citations is not None:
+            body["citations"] = job.citations
     else:
         body = {"id": completion_id, "object": "text_completion", "created": now, "model": job.model,
                 "choices": [{"index": i, "text": c.text(), "finish_reason": c.finish_reason, "logprobs": None}
@@ -295,7 +327,11 @@ async def respond(state: ServeState, job: Job, request: Request, started: float)
 
 
 async def stream(state: ServeState, job: Job, request: Request, started: float, completion_id: str, now: int):
-    """SSE chunks: the role, then content / reasoning deltas and finish reasons, usage if asked, [DONE]."""
+    """SSE chunks: the role, then content / reasoning deltas and finish reasons, usage if asked, [DONE].
+
+    A retrieval-grounded answer's ``citations`` ride on the last chunk before [DONE]: the usage chunk when
+    ``stream_options.include_usage`` asked for one, else one extra chunk with ``choices: []`` (as the usage
+    chunk has), after every choice's finish_reason."""
     chat = job.kind == "chat"
     base = {"id": completion_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": now, "model": job.model}
@@ -323,8 +359,13 @@ async def stream(state: ServeState, job: Job, request: Request, started: float, 
                     yield chunk(value[0], None, None, value[1])
                 else:
                     await record(state, completion_id, job, value)  # before [DONE]: the client may rate it now
-                    if job.include_usage:
-                        yield _sse({**base, "choices": [], "usage": usage(job, value)})
+                    if job.include_usage or job.citations is not None:
+                        last = {**base, "choices": []}
+                        if job.include_usage:
+                            last["usage"] = usage(job, value)
+                        if job.citations is not None:
+                            last["citations"] = job.citations
+                        yield _sse(last)
     except EngineError as err:
         state.metrics.errors.labels("500", "generation_failed").inc()
         yield _sse(error_body(APIError(500, str(err), "server_error", "generation_failed")))

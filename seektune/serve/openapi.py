@@ -14,7 +14,7 @@ routes really answer, for one started server:
   ``/metrics`` as Prometheus text;
 - the server's caps: ``model`` as an enum of the ids loaded at start-up, ``n`` up to
   ``max_n``, ``max_tokens`` up to ``max_tokens_cap``, and the prompt limit in words (tokens
-  cannot be counted by a schema).
+  cannot be counted by a schema); ``rag`` as false-only on a server started without ``--rag``.
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         for key in ("max_tokens", "max_completion_tokens"):
             if key in props:
                 _integer_branch(props[key])["maximum"] = settings.max_tokens_cap
+        if "rag" in props and state.retriever is None:  # no index: only false (or nothing) is accepted
+            props["rag"] = {**props["rag"], "anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}],
+                            "description": "This server was started without --rag INDEX: only false is accepted."}
         prompt_key = "messages" if "messages" in props else "prompt"
         props[prompt_key]["description"] = (
             props[prompt_key].get("description", "") + f" The rendered prompt may hold at most "

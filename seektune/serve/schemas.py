@@ -7,6 +7,9 @@ the ids loaded at start-up. Types are strict: ``"max_tokens": "5"`` or ``"stream
 the server (``n`` up to ``max_n``, ``max_tokens`` up to ``max_tokens_cap``, the model ids) are
 checked in ``completion.py`` and written into the OpenAPI document at start-up (``openapi.py``).
 
+Beyond OpenAI's fields, a chat request may carry ``rag`` and ``rag_k`` (retrieval, ``retrieval.py``);
+a retrieval-grounded answer carries ``citations``.
+
 The response models exist for the OpenAPI document (what a client may rely on); the routes
 build the same bodies as plain dicts.
 """
@@ -19,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
 from seektune.serve.feedback import MAX_TEXT_CHARS
+from seektune.serve.retrieval import MAX_RAG_K
 
 
 def _not_text(value: Any) -> Any:
@@ -73,6 +77,14 @@ class ChatCompletionRequest(SamplingFields):
         "the answer (a prefix), and the response holds only what the model adds to it."))
     max_tokens: Integer(ge=1) | None = None
     max_completion_tokens: Integer(ge=1) | None = None
+    # seektune's own fields (the openai client sends them with extra_body)
+    rag: bool | None = Field(None, description=(
+        "Answer from the server's document index (`seektune serve --rag INDEX`): the last user message is the "
+        "query and its passages go into that message. Default: on when the server has an index. false turns it "
+        "off for this request (the response then has no `citations`); true on a server without an index is a "
+        "400 (`rag_unavailable`)."))
+    rag_k: Integer(ge=1, le=MAX_RAG_K) | None = Field(None, description=(
+        "Passages to retrieve for this request (default: the server's --rag-k)."))
 
 
 class CompletionRequest(SamplingFields):
@@ -131,9 +143,25 @@ class _Completion(_Out):
     usage: Usage
 
 
+class Citation(_Out):
+    number: int = Field(description="The passage's [n] in the prompt.")
+    chunk_id: str = Field(description="The chunk's id in the index, e.g. handbook.md#c12.")
+    document: str
+    position: int
+    page: int | None
+    heading: str | None
+    score: float = Field(description="Reciprocal rank fusion of the dense and lexical ranks.")
+    dense: float | None
+    lexical: float | None
+    preview: str = Field(description="The chunk's first 200 characters.")
+
+
 class ChatCompletion(_Completion):
     object: Literal["chat.completion"]
     choices: list[ChatChoice]
+    citations: list[Citation] | None = Field(None, description=(
+        "Only when the answer was retrieval-grounded (`serve --rag`): the passages put into the prompt, "
+        "[1] first; empty when nothing matched. Streamed: in the last chunk before [DONE]."))
 
 
 class TextCompletion(_Completion):
@@ -148,9 +176,17 @@ class ModelCard(_Out):
     owned_by: str
 
 
+class Retrieval(_Out):
+    enabled: Literal[True]
+    k: int = Field(description="Passages per question unless a request sets rag_k.")
+    documents: int
+    chunks: int
+
+
 class ModelList(_Out):
     object: Literal["list"]
     data: list[ModelCard]
+    retrieval: Retrieval | None = Field(None, description="Only on a server started with --rag INDEX.")
 
 
 class FeedbackAck(_Out):

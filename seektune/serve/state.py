@@ -1,4 +1,5 @@
-"""What one server holds, in one object every route reads: settings, engine, catalog, store, metrics, cache.
+"""What one server holds, in one object every route reads: settings, engine, catalog, store, metrics, cache,
+retriever.
 
     state = ServeState.create(settings, engine, catalog)   # engine: HFEngine, VLLMEngine or a test's fake
     app.state.serve = state                                # what `build_app` does
@@ -24,6 +25,7 @@ from seektune.runs import RunDir
 from seektune.serve.catalog import Catalog
 from seektune.serve.feedback import FeedbackStore
 from seektune.serve.generation import Engine
+from seektune.serve.retrieval import Retriever
 
 DEFAULT_FEEDBACK_DB = Path("seektune-feedback.sqlite")  # serving a model rather than a run: in the cwd
 
@@ -54,6 +56,8 @@ class ServeSettings:
     allowed_hosts: list[str] | None = None  # Host header names answered ("*": any); None: no check here, but
     # `serve()` (so `seektune serve`) fills in guard.default_allowed_hosts(host)
     trust_remote_code: bool = False  # let a served run's recipe switch model.trust_remote_code on
+    rag_index: Path | None = None  # a `seektune index` directory: chat requests are answered from its passages
+    rag_k: int = 4  # passages per question (a request's rag_k overrides it)
 
     def feedback_path(self) -> Path:
         if self.feedback_db is not None:
@@ -130,6 +134,7 @@ class ServeState:
     store: FeedbackStore
     metrics: Metrics
     cache: ResponseCache | None = None
+    retriever: Retriever | None = None  # --rag: the index chat requests are grounded in (retrieval.py)
     created: int = field(default_factory=lambda: int(time.time()))  # `created` of every model in /v1/models
 
     def __post_init__(self) -> None:
@@ -137,10 +142,12 @@ class ServeState:
 
     @classmethod
     def create(cls, settings: ServeSettings, engine: Engine, catalog: Catalog,
-               metrics: Metrics | None = None) -> ServeState:
-        """The state for a loaded engine: the feedback store and response cache the settings ask for."""
+               metrics: Metrics | None = None, retriever: Retriever | None = None) -> ServeState:
+        """The state for a loaded engine: the feedback store and response cache the settings ask for, and
+        the retriever opened from ``settings.rag_index`` (by `create_app`, before the model loads)."""
         cache = ResponseCache(settings.cache_size, settings.cache_ttl_s) if settings.cache_size > 0 else None
-        return cls(settings, engine, catalog, FeedbackStore(settings.feedback_path()), metrics or Metrics(), cache)
+        return cls(settings, engine, catalog, FeedbackStore(settings.feedback_path()), metrics or Metrics(), cache,
+                   retriever)
 
     @property
     def tokenizer(self):

@@ -28,27 +28,13 @@ import re
 from dataclasses import dataclass
 
 from seektune.docs import HEADING_SEPARATOR
-from seektune.text import is_cjk, language_of, tokens_of
+# the fact and number extraction is shared with the eval's faithfulness score, so it lives in seektune.text
+from seektune.text import FACT_PATTERNS, facts_of, is_cjk, language_of, numbers_in, tokens_of  # noqa: F401
 
 # sentence ends: Latin punctuation followed by space, or CJK punctuation (no space needed)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9$£€])|(?<=[。！？；])")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-# a fact: money, a number with its unit, a percentage, a time, an e-mail or a web address, a code in capitals
-FACT_PATTERNS = [  # amounts, percentages, times, durations and counts (en, zh), phones, e-mails, sites, codes
-    re.compile(r"[$£€¥]\s?\d+(?:[.,]\d+)*"),
-    re.compile(r"\d+(?:[.,]\d+)*\s?%"),
-    re.compile(r"\d+(?:[.,]\d+)*(?:\s?(?:a\.m\.|p\.m\.|am|pm))\b", re.IGNORECASE),
-    re.compile(r"\b\d+(?:[.,]\d+)*(?:\s|-)(?:business |working |calendar )?(?:days?|weeks?|months?|years?|hours?|"
-               r"minutes?|items?|orders?|points?|digits|characters|nights|dollars|percent|kg|g|lbs?|cm|m|km|miles?|inches|"
-               r"feet)\b", re.IGNORECASE),
-    re.compile(r"\d+(?:\.\d+)?\s?(?:个)?(?:天|周|个月|月|年|小时|分钟|元|件|%|个工作日|工作日)"),
-    re.compile(r"(?<![\d-])(?:1-)?\d{3}-\d{3}-\d{4}\b"),
-    re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),
-    re.compile(r"\b(?:https?://)?(?:www\.)[\w.-]+\.[a-z]{2,}\S*"),
-    re.compile(r"\b[A-Z]{2,}\d+[A-Z0-9]*\b"),
-]
 _SELF_REFERENCE = re.compile(
     r"\b(?:this|that|the above|the following|the previous|the given|the mentioned)\s+(?:section|passage|text|"
     r"paragraph|document|sentence|excerpt|chunk|policy above|list|table|handbook excerpt)\b|\bthe above\b|"
@@ -110,25 +96,6 @@ def sentences(chunk: str) -> list[Sentence]:
 
 def content_words(text: str) -> set[str]:
     return {t for t in tokens_of(text) if t not in _STOP and (len(t) > 2 or not t.isascii())}
-
-
-def numbers_in(text: str) -> set[str]:
-    return {n.rstrip(".,:") for n in _NUMBER.findall(text)}
-
-
-def facts_of(answer: str, glossary: list[str] | None = None) -> list[str]:
-    """Key phrases of an answer that a correct reply must repeat: amounts, durations, times, addresses, codes,
-    and the glossary terms it uses (so ``fact_accuracy`` scores synthetic rows)."""
-    found: list[str] = []
-    for pattern in FACT_PATTERNS:
-        for match in pattern.finditer(answer):
-            fact = match.group(0).strip().rstrip(".,")
-            if fact and not any(fact in kept or kept in fact for kept in found):
-                found.append(fact)
-    for term in glossary or []:
-        if term in answer and term not in found:
-            found.append(term)
-    return found
 
 
 def support_share(answer: str, sources: list[str]) -> float:

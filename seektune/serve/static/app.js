@@ -2,6 +2,9 @@
 // the answer, and send ratings and corrections to POST /v1/feedback (they become training rows
 // through `seektune feedback export`). Plain JS, no framework, no build step; every request goes
 // to this server only, with paths relative to the page so it also works behind a path prefix.
+// On a server started with --rag INDEX, a "use documents" switch sends `rag` with each request and
+// the answer's citations (the last stream chunk's `citations`) are listed under it as its Sources.
+// Document text is data: it is only ever set with textContent, never parsed as HTML.
 "use strict";
 
 const KEY_STORAGE = "seektune.apiKey";
@@ -13,6 +16,7 @@ const ui = {
   systemPrompt: $("system-prompt"), temperature: $("temperature"), maxTokens: $("max-tokens"),
   log: $("log"), empty: $("empty"), composer: $("composer"), message: $("message"),
   send: $("send"), stop: $("stop"), template: $("assistant-template"),
+  ragToggle: $("rag-toggle"), useDocuments: $("use-documents"),
 };
 
 // The conversation sent with each request: user turns and the model's answers (content only).
@@ -72,6 +76,12 @@ async function loadModels() {
   }
   const body = await response.json();
   const ids = (body.data || []).map((m) => m.id);
+  const retrieval = body.retrieval;
+  ui.ragToggle.hidden = !(retrieval && retrieval.enabled);
+  if (retrieval && retrieval.enabled) {
+    ui.ragToggle.title = `Answer from the server's ${retrieval.documents} documents (${retrieval.chunks} passages) ` +
+      "and cite them";
+  }
   const wanted = ui.model.value || storageGet(MODEL_STORAGE);
   ui.model.replaceChildren(...ids.map((id) => new Option(id, id)));
   if (ids.includes(wanted)) ui.model.value = wanted;
@@ -97,8 +107,34 @@ function addAssistantMessage() {
     content: li.querySelector(".content"),
     error: li.querySelector('[data-testid="message-error"]'),
     meta: li.querySelector(".meta"),
+    sources: li.querySelector(".sources"),
     feedback: li.querySelector(".feedback"),
   };
+}
+
+// The passages an answer was grounded in: "[n] chunk_id — heading (document, page p)", each opening
+// to its preview. Every string comes from the documents, so each goes in with textContent.
+function showSources(box, citations) {
+  const items = citations.map((c) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "source";
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    const where = [c.document, c.page === null || c.page === undefined ? "" : `page ${c.page}`]
+      .filter(Boolean).join(", ");
+    summary.textContent = `[${c.number}] ${c.chunk_id}` + (c.heading ? ` — ${c.heading}` : "") +
+      (where ? ` (${where})` : "");
+    const preview = document.createElement("p");
+    preview.className = "source-preview";
+    preview.dataset.testid = "source-preview";
+    preview.textContent = c.preview || "";
+    details.append(summary, preview);
+    li.append(details);
+    return li;
+  });
+  box.querySelector(".sources-list").replaceChildren(...items);
+  box.querySelector(".sources-none").hidden = items.length > 0;
+  box.hidden = false;
 }
 
 function scrollToEnd() {
@@ -150,6 +186,7 @@ async function send(text) {
   const maxTokens = parseInt(ui.maxTokens.value, 10);
   if (Number.isFinite(temperature)) request.temperature = temperature;
   if (Number.isFinite(maxTokens) && maxTokens > 0) request.max_tokens = maxTokens;
+  if (!ui.ragToggle.hidden) request.rag = ui.useDocuments.checked;
 
   controller = new AbortController();
   setBusy(true);
@@ -158,6 +195,7 @@ async function send(text) {
   let answer = "";
   let reasoning = "";
   let finish = null;
+  let citations = null; // set by the last chunk when the answer was grounded in documents
   let ended = false;
   try {
     const response = await fetch("v1/chat/completions", {
@@ -167,6 +205,7 @@ async function send(text) {
     ended = await readEvents(response.body, (chunk) => {
       if (chunk.error) throw new Error(chunk.error.message || "the server reported an error mid-stream");
       completionId = completionId || chunk.id || null;
+      if (Array.isArray(chunk.citations)) citations = chunk.citations;
       const choice = (chunk.choices || []).find((c) => (c.index || 0) === 0);
       if (!choice) return;
       const delta = choice.delta || {};
@@ -201,6 +240,7 @@ async function send(text) {
   view.meta.textContent = [model, `${seconds} s`, finish === "length" ? "cut at max tokens" : ""]
     .filter(Boolean).join(" · ");
   if (!answer && !reasoning && ended) view.content.textContent = "(empty answer)";
+  if (ended && citations) showSources(view.sources, citations);
   if (ended) {
     history.push({ role: "user", content: text }, { role: "assistant", content: answer });
     if (completionId) wireFeedback(view.feedback, completionId);
