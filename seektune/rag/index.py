@@ -322,8 +322,10 @@ class Index:
                 failures.append({"document": document.name, "reason": "empty", "detail": "no text to index"})
                 continue
             vectors = self.embedder.encode([c.text for c in chunks])
-            self._replace(document.name, str(document.path), sha, document.language, chunks, vectors)
+            self._replace(document.name, str(document.path), sha, document.language, chunks, vectors, save=False)
             report["replaced" if document.name in known else "added"].append(document.name)
+        if report["added"] or report["replaced"]:
+            self._save_vectors()  # once: the file is rewritten whole (a crash before it: rebuilt on open)
         return report
 
     def add_chunks(self, document: str, texts: list[str], headings: list[str | None] | None = None,
@@ -348,8 +350,10 @@ class Index:
                 removed.append(name)
         return removed
 
-    def _replace(self, name: str, path: str, sha: str, language: str, chunks: list, vectors: np.ndarray) -> None:
-        """One transaction: the document's old rows out, its new ones in; then the vector index follows."""
+    def _replace(self, name: str, path: str, sha: str, language: str, chunks: list, vectors: np.ndarray,
+                 save: bool = True) -> None:
+        """One transaction: the document's old rows out, its new ones in; then the vector index follows (and
+        is saved, unless the caller saves once after several documents)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) != len(chunks) or (len(chunks) and vectors.shape[1] != self.settings["dim"]):
             raise RagIndexError(f"{name}: {len(chunks)} chunks but embeddings of shape {vectors.shape}")
@@ -381,7 +385,8 @@ class Index:
             vectors_index.remove(key)
         if new_ids:
             vectors_index.add(np.array(new_ids, dtype=np.uint64), vectors)
-        self._save_vectors()
+        if save:
+            self._save_vectors()
 
     # ------------------------------------------------------------ the vector side
 
