@@ -33,7 +33,8 @@ QUESTION_LABEL = {"en": "Question", "zh": "问题"}
 def passage_block(hits: list[Hit]) -> str:
     parts = []
     for number, hit in enumerate(hits, start=1):
-        where = f" - {hit.heading}" if hit.heading else ""
+        # the heading path, unless the chunk's text starts with it already (chunks cut by seektune.docs do)
+        where = f" - {hit.heading}" if hit.heading and not hit.text.lstrip().startswith(hit.heading) else ""
         parts.append(f"[{number}] {hit.chunk_id}{where}\n{hit.text.strip()}")
     return "\n\n".join(parts)
 
