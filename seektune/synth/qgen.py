@@ -123,7 +123,7 @@ def _do_form(verb, subject_is_i: bool) -> str:
     return "does"
 
 
-def _wh(kind: str, fact_text: str, prep: str | None, whole: str) -> str:
+def _wh(kind: str, fact_text: str, prep: str | None) -> str:
     if kind == "money":
         return "How much"
     if kind == "percent":
@@ -269,7 +269,7 @@ def _copula_question(sentence: str) -> str | None:
         return None
     subject = match.group("subject")
     article = "the " if sentence[:4].lower() in ("the ", "a ", "an ") or sentence[:3].lower() == "an " else ""
-    wh = _wh(_fact_kind(match.group("rest")), match.group("rest"), None, sentence)
+    wh = _wh(_fact_kind(match.group("rest")), match.group("rest"), None)
     if wh.startswith("How many") or wh == "What time":
         wh = "What"
     return f"{wh} {match.group('verb')} {article}{subject}?"
@@ -341,7 +341,7 @@ def questions(sentence: str, limit: int = 8, organisation: str | None = None) ->
                 out.append(question)
         else:
             prep = constituent.lower_ if constituent.dep_ in ("prep", "agent") else None
-            wh = _wh(kind, doc.text[start:end], prep, doc.text)
+            wh = _wh(kind, doc.text[start:end], prep)
             # other modifiers holding facts go too ("7am to 9pm Central"), so the question does not give them away
             drop = set(ids)
             for child in root.children:
