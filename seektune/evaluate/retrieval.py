@@ -41,7 +41,7 @@ from typing import Any
 from seektune.evaluate.metrics import cited_passages, citation_correct, faithfulness, is_refusal
 from seektune.evaluate.scoring import confidence_intervals, score_systems
 from seektune.rag.index import Hit, Index
-from seektune.rag.prompt import with_passages
+from seektune.rag.prompt import grounded, question_turn
 from seektune.text import normalise_for_match
 
 RAG_SUFFIX = "+rag"
@@ -60,25 +60,17 @@ def open_index(index: str | Path | Index) -> Index:
 # ---------------------------------------------------------------- prompts with passages
 
 
-def question_turn(messages: list[dict[str, Any]]) -> int:
-    """The position of the last user turn: the question a row asks."""
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i]["role"] == "user":
-            return i
-    raise ValueError("a conversation without a user turn has no question to search for")
-
-
-def with_retrieval(messages: list[dict[str, Any]], hits: list[Hit]) -> list[dict[str, Any]]:
-    """The conversation with its question turn replaced by the question and its passages (a copy)."""
-    turn = question_turn(messages)
-    out = [dict(message) for message in messages]
-    out[turn]["content"] = with_passages(messages[turn]["content"], hits)
-    return out
+def question_of(row: dict[str, Any]) -> str:
+    """A test row's question: its last user turn (rows without one are rejected when the data is read)."""
+    turn = question_turn(row["messages"])
+    if turn is None:
+        raise ValueError(f"{(row.get('meta') or {}).get('origin', 'a row')} has no user turn to search for")
+    return row["messages"][turn]["content"]
 
 
 def retrieve(index: Index, rows: list[dict[str, Any]], k: int) -> list[list[Hit]]:
     """The ``k`` best passages for each row's question."""
-    return [index.search(row["messages"][question_turn(row["messages"])]["content"], k=k) for row in rows]
+    return [index.search(question_of(row), k=k) for row in rows]
 
 
 @dataclass
@@ -98,7 +90,7 @@ def answer(systems: dict[str, Any], rows: list[dict[str, Any]], cache: Any, opti
     ``systems`` are the eval stage's ``System`` objects, ``cache`` its ``AnswerCache`` and ``options`` its
     ``GenOptions`` (this module sits below the stage, so it takes them as they come)."""
     hits = retrieve(index, rows, k) if index is not None else [[] for _ in rows]
-    conversations = [with_retrieval(row["messages"], found) if index is not None else row["messages"]
+    conversations = [grounded(row["messages"], found) if index is not None else row["messages"]
                      for row, found in zip(rows, hits)]
     result = Answered(hits)
     for name, system in systems.items():
@@ -230,7 +222,7 @@ def summarise(rows: list[dict[str, Any]], answers: dict[str, list[str]], scores:
     if out_of_scope is not None and out_of_scope_rows is not None:
         section["out_of_scope"] = {
             "file": out_of_scope_file, "n": len(out_of_scope_rows),
-            "rows": [{"question": row["messages"][question_turn(row["messages"])]["content"],
+            "rows": [{"question": question_of(row),
                       "retrieved": [hit.chunk_id for hit in out_of_scope.hits[i]],
                       **{name: out_of_scope.answers[name][i] for name in order},
                       "refused": [name for name in order if is_refusal(out_of_scope.answers[name][i])]}

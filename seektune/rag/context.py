@@ -26,7 +26,7 @@ from collections import Counter
 from typing import Any
 
 from seektune.rag.index import Hit, Index
-from seektune.rag.prompt import with_passages
+from seektune.rag.prompt import grounded, question_turn
 from seektune.recipe.synth import REFUSAL_EN, REFUSAL_ZH
 from seektune.text import language_of
 
@@ -49,46 +49,39 @@ def _oracle(index: Index, record: dict[str, Any], question: str, retrieved: list
         if _holds(hit.text, facts):
             return hit
     # not among the retrieved: any chunk holding every fact (the first fact narrows it in SQL)
-    rows = index.db.execute("SELECT chunk_id FROM chunks WHERE instr(text, ?) > 0 ORDER BY document, position",
-                            (facts[0],)).fetchall()
-    for (chunk_id,) in rows:
-        hit = index.chunk(chunk_id)
-        if hit is not None and _holds(hit.text, facts):
-            return hit
-    return None
-
-
-def _is_refusal(answer: str, refusals: set[str]) -> bool:
-    return answer.strip() in refusals
+    rows = index.db.execute("SELECT chunk_id, text FROM chunks WHERE instr(text, ?) > 0 ORDER BY document, position",
+                            (facts[0],))
+    chunk_id = next((chunk_id for chunk_id, text in rows if _holds(text, facts)), None)
+    return index.chunk(chunk_id) if chunk_id is not None else None
 
 
 def add_retrieved_context(records: list[dict[str, Any]], spec, index: Index) -> tuple[list[dict[str, Any]], Counter]:
     """``records`` with passages in each last user turn (see the module docstring), and counts:
-    ``oracle``, ``without_answer``, ``no_source``, ``no_question``."""
+    ``oracle``, ``without_answer``, ``no_source``, ``no_question``. The records given are not changed."""
     counts: Counter = Counter()
     refusals = {spec.refusal} if spec.refusal else {REFUSAL_EN, REFUSAL_ZH}
     out = []
     for record in records:
-        record = copy.deepcopy(record)
         messages = record.get("messages") or []
-        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-        answers = [i for i, m in enumerate(messages) if m.get("role") == "assistant" and users and i > users[-1]]
-        if not users or not answers:
+        turn = question_turn(messages)
+        reply = next((i for i in range(len(messages) - 1, turn, -1) if messages[i].get("role") == "assistant"),
+                     None) if turn is not None else None
+        if reply is None:
             counts["no_question"] += 1
             out.append(record)
             continue
-        user, assistant = messages[users[-1]], messages[answers[-1]]
-        question, answer = str(user["content"]), str(assistant["content"])
-        language = language_of(question)
-        key = f"{spec.seed}\n{(record.get('meta') or {}).get('id', '')}\n{question}".encode("utf-8")
+        question, answer = str(messages[turn]["content"]), str(messages[reply]["content"])
+        meta = record.get("meta") or {}
+        key = f"{spec.seed}\n{meta.get('id', '')}\n{question}".encode("utf-8")
         rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
         retrieved = index.search(question, k=spec.k + spec.distractors + 4)
         oracle = _oracle(index, record, question, retrieved)
-        facts = [str(f) for f in (record.get("meta") or {}).get("facts") or []]
+        facts = [str(f) for f in meta.get("facts") or []]
         distractors = [h for h in retrieved if (oracle is None or h.chunk_id != oracle.chunk_id)
                        and not _holds(h.text, facts)]
+        new_answer, reasoning = answer, True
         if oracle is None:
-            if not _is_refusal(answer, refusals):
+            if answer.strip() not in refusals:
                 counts["no_source"] += 1
                 out.append(record)
                 continue
@@ -98,17 +91,18 @@ def add_retrieved_context(records: list[dict[str, Any]], spec, index: Index) -> 
             passages = distractors[: min(spec.distractors, spec.k - 1)]
             passages.insert(rng.randint(0, len(passages)), oracle)
             if spec.cite:
-                assistant["content"] = f"{answer.rstrip()} [{passages.index(oracle) + 1}]"
+                new_answer = f"{answer.rstrip()} [{passages.index(oracle) + 1}]"
             counts["oracle"] += 1
         else:
             passages = distractors[: min(spec.distractors, spec.k)] or distractors[: spec.k]
             if spec.without_answer == "refuse":
-                assistant["content"] = spec.refusal or (REFUSAL_ZH if language == "zh" else REFUSAL_EN)
-                assistant.pop("reasoning", None)  # reasoning about a passage that is not there would not fit
+                new_answer = spec.refusal or (REFUSAL_ZH if language_of(question) == "zh" else REFUSAL_EN)
+                reasoning = False  # reasoning about a passage that is not there would not fit
             counts["without_answer"] += 1
-        user["content"] = with_passages(question, passages, language)
-        record.setdefault("meta", {})["rag"] = {"passages": [h.chunk_id for h in passages],
-                                                "oracle": oracle.chunk_id if oracle is not None and
-                                                oracle in passages else None}
-        out.append(record)
+        shown = grounded(messages, passages)
+        shown[reply]["content"] = new_answer
+        if not reasoning:
+            shown[reply].pop("reasoning", None)
+        rag = {"passages": [h.chunk_id for h in passages], "oracle": oracle.chunk_id if oracle in passages else None}
+        out.append({**record, "messages": shown, "meta": {**copy.deepcopy(meta), "rag": rag}})
     return out, counts

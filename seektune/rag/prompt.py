@@ -39,6 +39,22 @@ def passage_block(hits: list[Hit]) -> str:
     return "\n\n".join(parts)
 
 
+def question_turn(messages: list[dict]) -> int | None:
+    """The position of the last user message: the question retrieval answers (None: there is none)."""
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None)
+
+
+def grounded(messages: list[dict], hits: list[Hit]) -> list[dict]:
+    """A copy of ``messages`` whose question turn (:func:`question_turn`) holds ``hits`` as numbered passages
+    before the question; the other turns as they are (earlier questions keep no passages). Used alike by
+    ``serve``/``chat --rag``, ``eval --rag`` and ``data.rag``, so all three show the model the same prompt."""
+    out = [dict(message) for message in messages]
+    turn = question_turn(messages)
+    if turn is not None:
+        out[turn]["content"] = with_passages(str(messages[turn]["content"]), hits)
+    return out
+
+
 def with_passages(question: str, hits: list[Hit], language: str | None = None) -> str:
     """The user turn for ``question`` with ``hits`` as numbered passages; the question alone when none."""
     if not hits:

@@ -22,15 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from seektune.rag.index import Hit, Index
-from seektune.rag.prompt import with_passages
+from seektune.rag.prompt import grounded, question_turn
 
 DEFAULT_RAG_K = 4
 MAX_RAG_K = 20  # passages per request: more would crowd the question out of a small model's context
-
-
-def last_user_turn(messages: list[dict[str, str]]) -> int | None:
-    """The position of the last user message (the question retrieval answers), or None."""
-    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
 
 
 def citations_of(hits: list[Hit]) -> list[dict[str, Any]]:
@@ -67,14 +62,11 @@ class Retriever:
         """``(prompt messages, citations)``: the last user message holding its passages, and what they cite.
 
         No user message, or nothing found: the messages unchanged and no citations."""
-        turn = last_user_turn(messages)
+        turn = question_turn(messages)
         if turn is None:
             return list(messages), []
-        question = messages[turn]["content"]
-        hits = self.search(question, k)
-        prompt = list(messages)
-        prompt[turn] = {**messages[turn], "content": with_passages(question, hits)}
-        return prompt, citations_of(hits)
+        hits = self.search(messages[turn]["content"], k)
+        return grounded(messages, hits), citations_of(hits)
 
 
 def check_k(k: int, name: str) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from seektune.evaluate.metrics import answer_claims, citation_correct, cited_passages, faithfulness, is_refusal
-from seektune.evaluate.retrieval import recall_rows, source_chunks, with_retrieval
+from seektune.evaluate.retrieval import recall_rows, source_chunks
+from seektune.rag.prompt import grounded as with_retrieval
 from seektune.rag.index import HashingEmbedder, Hit, Index
 from seektune.rag.prompt import INSTRUCTIONS
 from seektune.recipe.synth import REFUSAL_EN, REFUSAL_ZH
