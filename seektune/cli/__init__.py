@@ -75,11 +75,14 @@ def index(
     out: Annotated[Path, typer.Option("--out", help="The index directory (created if missing).")] = Path("index"),
     remove: Annotated[list[str] | None, typer.Option("--remove", help="Drop a document (by its name in the index, "
                                                      "e.g. handbook.md); repeatable.", show_default=False)] = None,
-    encoder: Annotated[str, typer.Option(help="Embedding model for a new index: the embedded MiniLM alias, a "
-                                         "sentence-transformers directory or a Hub id; `hashing` for none (words "
-                                         "only, builds in seconds).")] = "minilm-l6-v2",
-    chunk_tokens: Annotated[int, typer.Option(help="Chunk size of a new index, in the encoder's tokens.")] = 200,
-    overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks of a section.")] = 32,
+    encoder: Annotated[str | None, typer.Option(help="Embedding model of a new index: the embedded MiniLM alias "
+                                                "(default minilm-l6-v2), a sentence-transformers directory or a Hub "
+                                                "id; `hashing` for none (words only, builds in seconds).",
+                                                show_default=False)] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size of a new index, in the encoder's tokens "
+                                                     "(default 200).", show_default=False)] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive chunks of a section in a new "
+                                                "index (default 32).", show_default=False)] = None,
     query: Annotated[str | None, typer.Option(help="Search the index and print the best chunks (a quick check).",
                                               show_default=False)] = None,
     k: Annotated[int, typer.Option(help="Chunks shown for --query.")] = 4,
@@ -93,20 +96,28 @@ def index(
     def build():
         if not documents and not remove and query is None:
             raise ValueError("name documents to index, --remove NAME, or --query TEXT")
-        with Index.open_or_create(out, encoder=encoder, chunk_tokens=chunk_tokens, overlap=overlap) as idx:
+        # only documents to add may create an index: --remove or --query on a mistyped --out is an error
+        opened = Index.open_or_create(out, encoder=encoder, chunk_tokens=chunk_tokens, overlap=overlap) \
+            if documents else Index.open(out)
+        with opened as idx:
+            missing: list[str] = []
             if remove:
                 gone = idx.remove(remove)
                 missing = sorted(set(remove) - set(gone))
-                console.print(f"index: removed {len(gone)} document(s)" + (f"; not in the index: {', '.join(missing)}"
-                                                                            if missing else ""), soft_wrap=True)
+                console.print(f"index: removed {len(gone)} document(s)", soft_wrap=True, markup=False)
             if documents:
-                report = idx.add(documents)
+                report = idx.add(documents, progress=True)
                 for failure in report["failures"]:
                     err.print(f"seektune: skipping {failure['document']}: {failure['reason']} ({failure['detail']})",
                               soft_wrap=True, markup=False)
                 console.print(f"index: {out} - added {len(report['added'])}, replaced {len(report['replaced'])}, "
                               f"unchanged {len(report['unchanged'])}, unreadable {len(report['failures'])}; "
                               f"{len(idx.documents())} documents, {len(idx)} chunks", soft_wrap=True, markup=False)
+                if report["failures"] and not (report["added"] or report["replaced"] or report["unchanged"]):
+                    raise ValueError(f"none of the {len(report['failures'])} document(s) could be indexed (see above)")
+            if missing:
+                held = ", ".join(d["name"] for d in idx.documents()) or "none"
+                raise ValueError(f"not in the index {out}: {', '.join(missing)} (it holds: {held})")
             if query is not None:
                 for rank, hit in enumerate(idx.search(query, k=k), start=1):
                     console.print(f"{rank}. {hit.chunk_id} (score {hit.score:.4f}) {hit.heading or ''}\n   "

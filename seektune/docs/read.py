@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from seektune.text import language_of
 
@@ -521,9 +521,11 @@ def find_documents(paths: list[str | Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def read_documents(paths: list[str | Path]) -> tuple[list[Document], list[dict[str, Any]]]:
+def read_documents(paths: list[str | Path], wanted: Callable[[Path, str], bool] | None = None
+                   ) -> tuple[list[Document], list[dict[str, Any]]]:
     """The documents that read, and a failure ``{"document", "reason", "detail"}`` for each that did not
-    (a missing path included): one bad file never stops the others."""
+    (a missing path included): one bad file never stops the others. ``wanted(file, name)`` returning False
+    skips a file unread (an index leaves out files it holds unchanged)."""
     documents: list[Document] = []
     failures: list[dict[str, Any]] = []
     seen: set[Path] = set()
@@ -537,6 +539,8 @@ def read_documents(paths: list[str | Path]) -> tuple[list[Document], list[dict[s
             if file.resolve() in seen:
                 continue
             seen.add(file.resolve())
+            if wanted is not None and not wanted(file, name):
+                continue
             try:
                 documents.append(read_document(file, name))
             except DocumentError as err:

@@ -133,9 +133,18 @@ class HashingEmbedder:
         return out / np.where(norms == 0, 1.0, norms)
 
 
+_HASHING = re.compile(r"hashing(?:-(\d+))?")
+
+
+def encoder_name(name: str) -> str:
+    """The name an index records for the encoder ``name`` (``hashing`` is ``hashing-256``)."""
+    match = _HASHING.fullmatch(name)
+    return f"hashing-{match.group(1) or 256}" if match else name
+
+
 def make_embedder(name: str) -> Embedder:
     """``hashing`` / ``hashing-<dim>``: :class:`HashingEmbedder`; anything else a sentence-transformers model."""
-    match = re.fullmatch(r"hashing(?:-(\d+))?", name)
+    match = _HASHING.fullmatch(name)
     if match:
         return HashingEmbedder(int(match.group(1) or 256))
     return SentenceEmbedder(name)
@@ -252,10 +261,23 @@ class Index:
         return cls(path, db, settings, embedder)
 
     @classmethod
-    def open_or_create(cls, path: str | Path, **create_args: Any) -> "Index":
-        if (Path(path) / _DB).is_file():
-            return cls.open(path, embedder=create_args.get("embedder"))
-        return cls.create(path, **create_args)
+    def open_or_create(cls, path: str | Path, encoder: str | None = None, chunk_tokens: int | None = None,
+                       overlap: int | None = None, embedder: Embedder | None = None) -> "Index":
+        """The index at ``path``, or a new one. Settings left None take the index's own (or, for a new index,
+        the defaults); one given that differs from an existing index's is an error, not silently ignored."""
+        if not (Path(path) / _DB).is_file():
+            defaults = {"encoder": encoder or DEFAULT_ENCODER, "chunk_tokens": chunk_tokens or 200,
+                        "overlap": 32 if overlap is None else overlap}
+            return cls.create(path, embedder=embedder, **defaults)
+        index = cls.open(path, embedder=embedder)
+        asked = {"encoder": encoder and encoder_name(encoder), "chunk_tokens": chunk_tokens, "overlap": overlap}
+        differ = [f"{key} {index.settings[key]} (asked: {value})" for key, value in asked.items()
+                  if value is not None and value != index.settings[key]]
+        if differ:
+            index.close()
+            raise RagIndexError(f"{path} was built with {', '.join(differ)}; a setting of an existing index cannot "
+                                "change - leave it out, or build a new index in another directory")
+        return index
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -306,17 +328,26 @@ class Index:
         """Index the documents under ``paths``: new ones are added, changed ones replaced (their old chunks
         removed), unchanged ones skipped. Returns ``{"added", "replaced", "unchanged", "failures"}`` (a failure
         is ``{"document", "reason", "detail"}``: the other documents are still indexed)."""
+        from tqdm.auto import tqdm
+
         from seektune.docs import chunk_document, read_documents
 
-        documents, failures = read_documents(paths)
-        report: dict[str, list] = {"added": [], "replaced": [], "unchanged": [], "failures": failures}
         known = {d["name"]: d["sha256"] for d in self.documents()}
-        tokenizer = getattr(self.embedder, "tokenizer", None)
-        for document in documents:
-            sha = _sha256_file(document.path)
-            if known.get(document.name) == sha:
-                report["unchanged"].append(document.name)
-                continue
+        hashes: dict[str, str] = {}
+        unchanged: list[str] = []
+
+        def changed(file: Path, name: str) -> bool:  # an unchanged file is not even parsed
+            hashes[name] = _sha256_file(file)
+            if known.get(name) == hashes[name]:
+                unchanged.append(name)
+                return False
+            return True
+
+        documents, failures = read_documents(paths, wanted=changed)
+        report: dict[str, list] = {"added": [], "replaced": [], "unchanged": unchanged, "failures": failures}
+        tokenizer = getattr(self.embedder, "tokenizer", None) if documents else None
+        for document in tqdm(documents, desc="index", unit="doc", disable=not progress or len(documents) < 2):
+            sha = hashes[document.name]
             chunks = chunk_document(document, tokenizer, self.settings["chunk_tokens"], self.settings["overlap"])
             if not chunks:
                 failures.append({"document": document.name, "reason": "empty", "detail": "no text to index"})
@@ -334,7 +365,8 @@ class Index:
         generated corpora and tests. ``vectors`` skips the embedder (they must be L2-normalised)."""
         from seektune.docs.chunk import Chunk
 
-        chunks = [Chunk(f"{document}#c{k + 1}", document, k, text, (headings or [None] * len(texts))[k], None,
+        headings = headings or [None] * len(texts)
+        chunks = [Chunk(f"{document}#c{k + 1}", document, k, text, headings[k], None,
                         hashlib.sha256(text.encode("utf-8")).hexdigest()) for k, text in enumerate(texts)]
         if vectors is None:
             vectors = self.embedder.encode(texts)
@@ -428,16 +460,19 @@ class Index:
 
     def search(self, query: str, k: int = 4, candidates: int = 50) -> list[Hit]:
         """The ``k`` chunks that best answer ``query``: dense and lexical candidates fused by reciprocal rank."""
-        if not lexical_tokens(query) or len(self) == 0:
+        tokens = lexical_tokens(query)
+        if not tokens:
             return []  # no word to look for ("?!", blank)
         languages = self.settings.get("encoder_languages")
         dense = self._dense(query, candidates) if not languages or language_of(query) in languages else []
-        lexical = self._lexical(query, candidates)
+        lexical = self._lexical(tokens, candidates)
         fused: dict[int, float] = {}
         for ranking in (dense, lexical):
             for rank, (row_id, _) in enumerate(ranking):
                 fused[row_id] = fused.get(row_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused, key=lambda row_id: (-fused[row_id], row_id))[:k]
+        if not best:
+            return []
         dense_scores, lexical_scores = dict(dense), dict(lexical)
         marks = ",".join("?" * len(best))
         rows = {row[0]: row[1:] for row in self.db.execute(
@@ -452,10 +487,7 @@ class Index:
         found = vectors.search(self.embedder.encode([query])[0], min(candidates, len(vectors)))
         return [(int(key), float(1.0 - distance)) for key, distance in zip(found.keys, found.distances)]
 
-    def _lexical(self, query: str, candidates: int) -> list[tuple[int, float]]:
-        tokens = lexical_tokens(query)
-        if not tokens:
-            return []
+    def _lexical(self, tokens: list[str], candidates: int) -> list[tuple[int, float]]:
         with closing(self.db.cursor()) as cursor:
             rows = cursor.execute("SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ? "
                                   "ORDER BY bm25(lexical) LIMIT ?", (_fts_query(tokens), candidates)).fetchall()

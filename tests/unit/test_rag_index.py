@@ -152,3 +152,37 @@ def test_passages_go_into_the_user_turn_numbered_with_their_source(tmp_path):
     assert turn.endswith("Question: How much is express shipping?")
     assert with_passages("退货标签收费吗", hits).endswith("问题: 退货标签收费吗")
     assert with_passages("anything?", []) == "anything?"
+
+
+def test_an_unchanged_file_is_not_parsed_again(tmp_path, monkeypatch):
+    import seektune.docs.read as read
+
+    folder = _docs(tmp_path)
+    with _index(tmp_path) as index:
+        index.add([folder])
+        parsed = []
+        real = read.read_document
+        monkeypatch.setattr(read, "read_document", lambda file, name=None: parsed.append(name) or real(file, name))
+        (folder / "points.md").write_text("# Petal Points\n\nPoints expire after 24 months.\n", encoding="utf-8")
+        report = index.add([folder])
+        assert parsed == ["points.md"] and sorted(report["unchanged"]) == ["shipping.md", "zh.md"]
+
+
+def test_a_setting_an_existing_index_does_not_have_is_an_error_not_ignored(tmp_path):
+    Index.open_or_create(tmp_path / "idx", encoder="hashing-64", chunk_tokens=40, overlap=0).close()
+    Index.open_or_create(tmp_path / "idx", encoder="hashing-64").close()  # the same settings, or none: fine
+    Index.open_or_create(tmp_path / "idx").close()
+    with pytest.raises(RagIndexError, match=r"built with chunk_tokens 40 \(asked: 120\)"):
+        Index.open_or_create(tmp_path / "idx", chunk_tokens=120)
+
+
+def test_the_index_command_does_not_create_an_index_to_query_or_remove_from(tmp_path):
+    from tests.conftest import cli
+
+    result = cli("index", "--out", tmp_path / "typo", "--query", "shipping", exit_code=2)
+    assert "no index at" in result.output and not (tmp_path / "typo").exists()
+    cli("index", _docs(tmp_path), "--out", tmp_path / "idx", "--encoder", "hashing")
+    result = cli("index", "--out", tmp_path / "idx", "--remove", "shiping.md", exit_code=2)
+    assert "not in the index" in result.output and "shipping.md" in result.output
+    result = cli("index", tmp_path / "missing.md", "--out", tmp_path / "idx", exit_code=2)
+    assert "not_found" in result.output and "none of the 1 document(s) could be indexed" in result.output
