@@ -305,10 +305,20 @@ def questions(sentence: str, limit: int = 8, organisation: str | None = None) ->
     parts = _clause(doc, root)
     if parts is None:
         return []
-    subject, subject_idx, auxes, rest = parts
+    subject, subject_idx, _, _ = parts
     person = "I" if _as_customer(doc, subject_idx, subject) else None
     if organisation and re.sub(r"^the ", "", _words(doc, subject_idx), flags=re.I).lower() == organisation.lower():
-        person = "you"  # "Larkspur Goods accepts returns ..." -> "Do you accept returns ...?"
+        # both, from the one parse: "Do you accept returns ...?" and "Does Larkspur Goods accept returns ...?"
+        second, third = _ask(doc, root, parts, "you"), _ask(doc, root, parts, None)
+        out = [q for pair in zip(second, third) for q in pair] + second[len(third):] + third[len(second):]
+    else:
+        out = _ask(doc, root, parts, person)
+    return list(dict.fromkeys(q for q in out if q))[:limit]
+
+
+def _ask(doc, root, parts, person: str | None) -> list[str]:
+    """The questions of a parsed statement, its subject asked as ``person`` ("I", "you") or as it is (None)."""
+    subject, subject_idx, auxes, rest = parts
     spans = _fact_spans(doc.text)
     span_of = {t.i: k for t in doc for k, (s, e) in enumerate(spans) if t.idx < e and t.idx + len(t) > s}
 
@@ -380,10 +390,7 @@ def questions(sentence: str, limit: int = 8, organisation: str | None = None) ->
     terse = _terse(doc, subject, subject_idx, root, person)
     if terse:
         out.append(terse)
-    if person == "you":  # both: "Do you accept returns ...?" and "Does Larkspur Goods accept returns ...?"
-        third = questions(sentence, limit)
-        out = [q for pair in zip(out, third) for q in pair] + out[len(third):] + third[len(out):]
-    return list(dict.fromkeys(q for q in out if q))[:limit]
+    return out
 
 
 def _statement(doc, root, subject_idx, auxes, body, person) -> str:
