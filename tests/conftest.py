@@ -113,6 +113,19 @@ def tiny_llama(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_llama(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """The tiny Llama with a 2048-token context: room for a stream to outlast a client, or for passages."""
+    from transformers import LlamaConfig
+
+    path = tmp_path_factory.mktemp("long-llama")
+    _write_model(path, LlamaConfig(
+        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False))
+    _tokenizer_into(path, tiny_tokenizer_dir)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from transformers import Qwen2Config
 
@@ -163,11 +176,25 @@ FAQ_ROWS = [
 ]
 
 
-@pytest.fixture
-def faq_file(tmp_path) -> Path:
-    path = tmp_path / "faq.jsonl"
+def write_faq(path: Path) -> Path:
+    """The FAQ fixture rows, twice over (a batch to memorise), as JSONL at ``path``."""
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def faq_file(tmp_path) -> Path:
+    return write_faq(tmp_path / "faq.jsonl")
+
+
+def send_json(handler, payload: dict) -> None:
+    """A fake endpoint's (``http.server`` handler's) 200 reply with ``payload`` as its JSON body."""
+    body = json.dumps(payload).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def write_recipe(path: Path, model_dir: Path, data_file: Path, output_dir: Path, **extra) -> Path:

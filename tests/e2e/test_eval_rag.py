@@ -17,7 +17,7 @@ from seektune.evaluate.retrieval import COUNTS, SCORES
 from seektune.rag.index import Index
 from seektune.recipe import load_recipe
 from seektune.train.run import run as train
-from tests.conftest import FAQ_ROWS, cli, serve_http, write_recipe
+from tests.conftest import cli, send_json, serve_http, write_faq, write_recipe
 
 POLICY = "Returns are accepted within 45 days of delivery. Standard shipping costs $4.95. The warranty plan is " \
          "called LarkCare."
@@ -38,13 +38,8 @@ class PassageCopier(BaseHTTPRequestHandler):
         PassageCopier.prompts.append(user)
         first = re.search(r"^\[1\] \S+[^\n]*\n(.*?)\n\n", user, re.S | re.M)
         content = f"{first.group(1).strip()} [1]" if first else "I don't know."
-        payload = json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, {"choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": content}}]})
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +50,7 @@ def copier():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_llama):
     root = tmp_path_factory.mktemp("ragrun")
-    data = root / "faq.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
+    data = write_faq(root / "faq.jsonl")
     recipe_file = write_recipe(root / "r.yaml", tiny_llama, data, root / "run", train__max_steps=2,
                                eval__max_new_tokens=6)
     return train(load_recipe(recipe_file))

@@ -17,7 +17,7 @@ from seektune.evaluate import stage
 from seektune.recipe import load_recipe
 from seektune.runs import load_tuned
 from seektune.train.run import run as train
-from tests.conftest import FAQ_ROWS, serve_http, write_recipe
+from tests.conftest import FAQ_ROWS, send_json, serve_http, write_faq, write_recipe
 
 ANSWERS = {row["question"]: row["answer"] for row in FAQ_ROWS}
 
@@ -54,12 +54,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         message = {"role": "assistant", "content": content}
         if reasoning:
             message["reasoning_content"] = reasoning
-        payload = json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +65,7 @@ def endpoint():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_llama):
     root = tmp_path_factory.mktemp("evalrun")
-    data = root / "faq.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
+    data = write_faq(root / "faq.jsonl")
     recipe_file = write_recipe(root / "r.yaml", tiny_llama, data, root / "run", train__max_steps=2,
                                train__lr=1e-2, eval__max_new_tokens=6)
     return train(load_recipe(recipe_file))

@@ -36,7 +36,7 @@ from seektune.serve.catalog import AdapterNotAllowed
 from seektune.serve.feedback import FeedbackStore
 from seektune.serve.reasoning import ThinkSplitter
 from seektune.train.run import run as train
-from tests.conftest import FAQ_ROWS, _tokenizer_into, _write_model, write_recipe
+from tests.conftest import FAQ_ROWS, write_recipe
 
 KEY = "sk-test-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -78,19 +78,6 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=DEADLINE_S)
         assert not self.thread.is_alive(), "the server did not shut down"
-
-
-@pytest.fixture(scope="module")
-def long_llama(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    """The conftest's tiny Llama with a 2048-token context, so a stream can outlast a client."""
-    from transformers import LlamaConfig
-
-    path = tmp_path_factory.mktemp("long-llama")
-    _write_model(path, LlamaConfig(
-        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False))
-    _tokenizer_into(path, tiny_tokenizer_dir)
-    return path
 
 
 @pytest.fixture(scope="module")

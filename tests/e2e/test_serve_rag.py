@@ -22,7 +22,7 @@ from seektune.rag.index import Index
 from seektune.rag.prompt import with_passages
 from seektune.serve.app import ServeSettings, create_app
 from seektune.serve.feedback import FeedbackStore
-from tests.conftest import _tokenizer_into, _write_model, cli
+from tests.conftest import cli
 from tests.e2e.test_playground import browser_page
 from tests.e2e.test_serve import DEADLINE_S, LiveServer
 
@@ -38,16 +38,9 @@ DOCUMENTS = {
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, tiny_tokenizer_dir):
+def model(long_llama):
     """The conftest's tiny Llama with a 2048-token context: room for the passages."""
-    from transformers import LlamaConfig
-
-    path = tmp_path_factory.mktemp("rag-llama")
-    _write_model(path, LlamaConfig(
-        vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False))
-    _tokenizer_into(path, tiny_tokenizer_dir)
-    return path
+    return long_llama
 
 
 @pytest.fixture(scope="module")
