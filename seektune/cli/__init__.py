@@ -70,9 +70,11 @@ def synth(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 @app.command()
 def index(
     documents: Annotated[list[Path] | None, typer.Argument(help="Files or directories of documents (.md .txt .pdf "
-                                                         ".docx .html) to add; a changed file replaces its chunks.",
+                                                         ".docx .html) to add (a changed file replaces its chunks); "
+                                                         "or one recipe YAML whose rag: section lists them.",
                                                          show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", help="The index directory (created if missing).")] = Path("index"),
+    out: Annotated[Path | None, typer.Option("--out", help="The index directory, created if missing (default: "
+                                             "./index).", show_default=False)] = None,
     remove: Annotated[list[str] | None, typer.Option("--remove", help="Drop a document (by its name in the index, "
                                                      "e.g. handbook.md); repeatable.", show_default=False)] = None,
     encoder: Annotated[str | None, typer.Option(help="Embedding model of a new index: the embedded MiniLM alias "
@@ -89,39 +91,38 @@ def index(
 ) -> None:
     """Build or update a retrieval index (dense MiniLM + BM25, fused) for `serve --rag` and `eval --rag`.
 
-    Adding documents to an existing index re-indexes only files whose content changed."""
+    Adding documents to an existing index re-indexes only files whose content changed. Given a recipe
+    (seektune index train_rag.yaml), the index is its rag.index, holding exactly its rag.documents."""
     _quiet_libraries()
+    from seektune.rag.build import index_from_recipe, update_index
     from seektune.rag.index import Index
 
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True, markup=False)
+
+    def warn(text: str) -> None:
+        err.print(text, soft_wrap=True, markup=False)
+
     def build():
-        if not documents and not remove and query is None:
-            raise ValueError("name documents to index, --remove NAME, or --query TEXT")
-        # only documents to add may create an index: --remove or --query on a mistyped --out is an error
-        opened = Index.open_or_create(out, encoder=encoder, chunk_tokens=chunk_tokens, overlap=overlap) \
-            if documents else Index.open(out)
-        with opened as idx:
-            missing: list[str] = []
-            if remove:
-                gone = idx.remove(remove)
-                missing = sorted(set(remove) - set(gone))
-                console.print(f"index: removed {len(gone)} document(s)", soft_wrap=True, markup=False)
-            if documents:
-                report = idx.add(documents, progress=True)
-                for failure in report["failures"]:
-                    err.print(f"seektune: skipping {failure['document']}: {failure['reason']} ({failure['detail']})",
-                              soft_wrap=True, markup=False)
-                console.print(f"index: {out} - added {len(report['added'])}, replaced {len(report['replaced'])}, "
-                              f"unchanged {len(report['unchanged'])}, unreadable {len(report['failures'])}; "
-                              f"{len(idx.documents())} documents, {len(idx)} chunks", soft_wrap=True, markup=False)
-                if report["failures"] and not (report["added"] or report["replaced"] or report["unchanged"]):
-                    raise ValueError(f"none of the {len(report['failures'])} document(s) could be indexed (see above)")
-            if missing:
-                held = ", ".join(d["name"] for d in idx.documents()) or "none"
-                raise ValueError(f"not in the index {out}: {', '.join(missing)} (it holds: {held})")
-            if query is not None:
+        target = out or Path("index")
+        if documents and len(documents) == 1 and documents[0].suffix in (".yaml", ".yml"):
+            if out or remove or encoder or chunk_tokens or overlap is not None:
+                raise ValueError("with a recipe, the index and its settings come from its rag: section; "
+                                 "--out, --remove, --encoder, --chunk-tokens and --overlap are for documents")
+            loaded = _load(documents[0], None)
+            index_from_recipe(loaded, say=say, warn=warn)
+            target = Path(loaded.rag.index)
+        elif documents or remove:
+            update_index(target, documents, remove=remove, encoder=encoder, chunk_tokens=chunk_tokens,
+                         overlap=overlap, say=say, warn=warn)
+        elif query is None:
+            raise ValueError("name documents (or a recipe with a rag: section) to index, --remove NAME, or "
+                             "--query TEXT")
+        if query is not None:
+            with Index.open(target) as idx:
                 for rank, hit in enumerate(idx.search(query, k=k), start=1):
-                    console.print(f"{rank}. {hit.chunk_id} (score {hit.score:.4f}) {hit.heading or ''}\n   "
-                                  f"{hit.text[:160].replace(chr(10), ' ')}", soft_wrap=True, markup=False)
+                    say(f"{rank}. {hit.chunk_id} (score {hit.score:.4f}) {hit.heading or ''}\n   "
+                        f"{hit.text[:160].replace(chr(10), ' ')}")
 
     _guard(build)
 

@@ -22,6 +22,7 @@ from seektune.recipe.base import RecipeError, _Section
 from seektune.recipe.data import (  # noqa: F401
     AugmentSpec, BalanceSpec, DataSpec, DedupSpec, DocumentSpec, FilterSpec, LeakageSpec, ParaphraseSpec, SplitSpec,
 )
+from seektune.recipe.rag import RagSpec
 from seektune.recipe.synth import SynthSpec
 
 RESOLVED_NAME = "recipe.resolved.yaml"
@@ -283,6 +284,8 @@ class Recipe(_Section):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     synth: SynthSpec | None = Field(None, description="`seektune synth`: documents -> question/answer pairs to "
                                     "review (see the synth: keys).")
+    rag: RagSpec | None = Field(None, description="The documents the run answers from and their retrieval index "
+                                "(`seektune index RECIPE` builds it; data.rag uses it).")
     output_dir: str = Field("runs/run", description="Run directory, relative to the working directory.")
 
     @model_validator(mode="after")
@@ -302,6 +305,13 @@ class Recipe(_Section):
         if self.objective == "distill" and self.distill is None:
             raise ValueError("objective distill needs a distill: section with at least teacher: (a run, a model "
                              "or an endpoint URL)")
+        if self.data.rag is not None and self.data.rag.index is None:
+            if self.rag is None:
+                raise ValueError("data.rag needs an index: name one (data.rag.index) or add a rag: section "
+                                 "(documents: [...], index: DIR)")
+            self.data.rag.index = self.rag.index
+            if "k" not in self.data.rag.model_fields_set:
+                self.data.rag.k = self.rag.k
         if self.stages is not None:
             if not self.stages:
                 raise ValueError("stages: is empty; list at least one stage or remove the key")
@@ -439,6 +449,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     recipe = validate_recipe(raw, source)
     if path is not None and Path(path).name != RESOLVED_NAME:
         recipe.data.paths = [str((base_dir / p).resolve()) for p in recipe.data.paths]
+        if recipe.rag is not None:
+            recipe.rag.documents = [str((base_dir / p).resolve()) for p in recipe.rag.documents]
+            recipe.rag.index = str((base_dir / recipe.rag.index).resolve())
         if recipe.data.rag is not None:
             recipe.data.rag.index = str((base_dir / recipe.data.rag.index).resolve())
         model_path = base_dir / recipe.model.name

@@ -101,8 +101,9 @@ class RagContextSpec(_Section):
     retrieved passages, the one holding its answer among distractors, so the model learns to answer from a
     passage, cite it, and say when the passages do not hold the answer."""
 
-    index: str = Field(..., description="A `seektune index` directory, relative to the recipe file.")
-    k: int = Field(4, gt=0, le=20, description="Passages per question (as `serve --rag-k`).")
+    index: str | None = Field(None, description="A `seektune index` directory, relative to the recipe file; "
+                              "None: the rag: section's index.")
+    k: int = Field(4, gt=0, le=20, description="Passages per question (as `serve --rag-k`); unset: rag.k.")
     oracle_p: float = Field(0.8, ge=0, le=1, description="Share of questions whose passages include the one holding "
                             "the answer (its meta.origin chunk, else the best chunk holding all its facts).")
     distractors: int = Field(3, ge=0, description="Retrieved passages that do not hold the answer, next to it.")

@@ -186,3 +186,62 @@ def test_the_index_command_does_not_create_an_index_to_query_or_remove_from(tmp_
     assert "not in the index" in result.output and "shipping.md" in result.output
     result = cli("index", tmp_path / "missing.md", "--out", tmp_path / "idx", exit_code=2)
     assert "not_found" in result.output and "none of the 1 document(s) could be indexed" in result.output
+
+
+def _rag_recipe(tmp_path, documents, **rag):
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": {"paths": ["faq.jsonl"], "rag": {"distractors": 1}},
+        "rag": {"documents": documents, "index": "idx", "encoder": "hashing-64", "chunk_tokens": 40, "overlap": 0,
+                "k": 2, **rag},
+        "output_dir": str(tmp_path / "run")}), encoding="utf-8")
+    return recipe
+
+
+def test_a_recipes_rag_section_builds_its_index_and_keeps_it_to_the_listed_documents(tmp_path):
+    from seektune.recipe import load_recipe
+    from tests.conftest import cli
+
+    docs = _docs(tmp_path)
+    recipe = _rag_recipe(tmp_path, ["docs/shipping.md", "docs/points.md", "docs/zh.md"])
+    loaded = load_recipe(recipe)
+    assert loaded.data.rag.index == loaded.rag.index == str((tmp_path / "idx").resolve())
+    assert loaded.data.rag.k == 2  # data.rag gives no k: the rag: section's
+    result = cli("index", recipe, "--query", "express shipping")
+    assert "added 3" in result.output and "1. shipping.md#c1" in result.output
+    with Index.open(tmp_path / "idx") as idx:
+        before = _rows(idx)
+    # points.md leaves the list, shipping.md cannot be read any more: points.md is removed, shipping.md kept
+    (docs / "shipping.md").write_bytes(b"# Shipping\x00\x00")
+    result = cli("index", _rag_recipe(tmp_path, ["docs/shipping.md", "docs/zh.md"]))
+    with Index.open(tmp_path / "idx") as idx:
+        after = _rows(idx)
+        assert sorted(d["name"] for d in idx.documents()) == ["shipping.md", "zh.md"]
+    assert {cid: row for cid, row in before.items() if not cid.startswith("points.md")} == after
+    assert "removed 1" in result.output and "unchanged 1" in result.output and "binary" in result.output
+    # a listed document that has gone missing is reported and keeps its chunks too (here none can be read: exit 2)
+    (docs / "zh.md").unlink()
+    result = cli("index", _rag_recipe(tmp_path, ["docs/shipping.md", "docs/zh.md"]), exit_code=2)
+    assert "not_found" in result.output and "none of the 2 document(s) could be indexed" in result.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert _rows(idx) == after
+
+
+def test_a_recipes_rag_section_is_checked_before_anything_is_built(tmp_path):
+    from seektune.recipe import RecipeError, load_recipe
+    from tests.conftest import cli
+
+    _docs(tmp_path)
+    recipe = _rag_recipe(tmp_path, ["docs/shipping.md"])
+    result = cli("index", recipe, "--out", tmp_path / "other", exit_code=2)
+    assert "come from its rag: section" in result.output and not (tmp_path / "other").exists()
+    with pytest.raises(RecipeError, match="overlap"):
+        load_recipe(_rag_recipe(tmp_path, ["docs/shipping.md"], overlap=40))
+    recipe.write_text("data: {paths: [faq.jsonl], rag: {k: 2}}\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="data.rag needs an index"):
+        load_recipe(recipe)
+    cli("index", _rag_recipe(tmp_path, ["docs/shipping.md"]))
+    result = cli("index", _rag_recipe(tmp_path, ["docs/shipping.md"], chunk_tokens=80), exit_code=2)
+    assert "built with chunk_tokens 40 (asked: 80)" in result.output and "delete" in result.output
