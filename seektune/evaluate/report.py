@@ -277,6 +277,7 @@ def _training(training: dict[str, Any] | None) -> dict[str, Any]:
         if is_number(preference.get("first_reward_margin")) and is_number(preference.get("last_reward_margin")):
             rows.append((f"{training.get('objective')} reward margin",
                          f"{preference['first_reward_margin']:.3f} → {preference['last_reward_margin']:.3f}"))
+        rows += _grpo_training(training.get("grpo") or {})
         view["facts"] = rows
     stages = (training or {}).get("stages") or []
     if stages:
@@ -287,6 +288,24 @@ def _training(training: dict[str, Any] | None) -> dict[str, Any]:
                      for stage in stages],
         }
     return view
+
+
+def _grpo_training(grpo: dict[str, Any]) -> list[tuple[str, str]]:
+    """A grpo run's rewards (first and last logged mean of each), KL and answer length, as training facts."""
+    rows = []
+    names = [reward.get("function") or reward.get("name") for reward in grpo.get("rewards") or []]
+    weights = [reward.get("weight", 1.0) for reward in grpo.get("rewards") or []]
+    if names:
+        rows.append(("grpo rewards", ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights))
+                     + f"; {grpo.get('num_generations')} answers per question, beta {grpo.get('beta')}"))
+    labels = [(key.removeprefix("first_"), key) for key in grpo if key.startswith("first_")]
+    for label, key in labels:
+        first, last = grpo.get(key), grpo.get(f"last_{label}")
+        if is_number(first) and is_number(last):
+            name = {"reward": "summed reward", "kl": "KL to the reference", "completion_length":
+                    "answer length (tokens)"}.get(label, label.replace("reward_", "reward: "))
+            rows.append((f"{name} (first → last logged)", f"{first:.3f} → {last:.3f}"))
+    return rows
 
 
 def _classification_training(training: dict[str, Any]) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from seektune.recipe.base import RecipeError, _Section
 from seektune.recipe.data import (  # noqa: F401
     AugmentSpec, BalanceSpec, DataSpec, DedupSpec, DocumentSpec, FilterSpec, LeakageSpec, ParaphraseSpec, SplitSpec,
 )
+from seektune.recipe.grpo import GrpoSpec, RewardSpec  # noqa: F401
 from seektune.recipe.rag import RagSpec
 from seektune.recipe.synth import SynthSpec
 
@@ -144,7 +145,7 @@ class TrainSpec(_Section):
     resume: Literal["auto"] | str | None = Field(None, description="'auto' resumes from the newest checkpoint.")
 
 
-Objective = Literal["sft", "distill", "dpo", "orpo", "kto"]
+Objective = Literal["sft", "distill", "dpo", "orpo", "kto", "grpo"]
 
 
 class DistillSpec(_Section):
@@ -191,6 +192,7 @@ class StageSpec(_Section):
     train: dict[str, Any] | None = None
     distill: dict[str, Any] | None = None
     preference: dict[str, Any] | None = None
+    grpo: dict[str, Any] | None = None
 
 
 def _default_space() -> dict[str, dict[str, Any]]:
@@ -269,13 +271,15 @@ class Recipe(_Section):
     labels: list[str] | None = Field(None, description="classification: the label names, in id order.")
     objective: Objective = Field(
         "sft", description="sft: learn the data's answers; distill: learn a teacher's (see distill:); dpo / orpo / "
-        "kto: learn preferences from chosen / rejected answers (see preference:).")
+        "kto: learn preferences from chosen / rejected answers (see preference:); grpo: learn from rule rewards "
+        "on sampled answers (see grpo:).")
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     distill: DistillSpec | None = None
     preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
+    grpo: GrpoSpec = Field(default_factory=GrpoSpec)
     stages: list[StageSpec] | None = Field(
         None, description="Train in stages, in order, each starting from the previous one's weights; each stage "
         "states only what differs from the rest of the recipe.")
@@ -312,6 +316,10 @@ class Recipe(_Section):
             self.data.rag.index = self.rag.index
             if "k" not in self.data.rag.model_fields_set:
                 self.data.rag.k = self.rag.k
+        if self.objective == "grpo" and (self.train.batch_size * self.train.grad_accum) % self.grpo.num_generations:
+            raise ValueError(f"objective grpo scores answers in groups of grpo.num_generations "
+                             f"({self.grpo.num_generations}): train.batch_size x train.grad_accum "
+                             f"({self.train.batch_size} x {self.train.grad_accum}) must be a multiple of it")
         if self.stages is not None:
             if not self.stages:
                 raise ValueError("stages: is empty; list at least one stage or remove the key")
@@ -334,7 +342,7 @@ class Recipe(_Section):
         writing to ``output_dir`` (``RunDir.stage``). (Model carry-over is the trainer's job.)"""
         stage = self.stages[index]
         raw = self.model_dump(mode="json", exclude={"stages"})
-        for key in ("data", "method", "train", "distill", "preference"):
+        for key in ("data", "method", "train", "distill", "preference", "grpo"):
             part = getattr(stage, key)
             if part is not None:
                 raw[key] = _deep_merge(raw.get(key) or {}, part)

@@ -12,6 +12,15 @@ from seektune.evaluate.metrics import score
 from seektune.text import language_of
 
 
+class DropReferenceAdapter(TrainerCallback):
+    """Training on from ``model.adapter``, trl's DPO / KTO / GRPO trainers keep the starting adapter as a frozen
+    "ref" adapter; it is not part of the result, so it goes before the adapter is saved."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and "ref" in getattr(model, "peft_config", {}):
+            model.delete_adapter("ref")
+
+
 class GenerationMetric(TrainerCallback):
     """At each evaluation, answer the first ``rows`` val questions greedily and add
     ``eval_<metric>`` (rougeL, bleu or fact_accuracy) to the metrics, so early stopping and

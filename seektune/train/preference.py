@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from seektune.data import prepare
 from seektune.data.formats import rejected_message
 from seektune.data.io import Reject, read_jsonl
@@ -32,6 +30,7 @@ from seektune.data.render import control_safe, mark_user_text, prompt_text
 from seektune.recipe import Recipe
 from seektune.runs import run_of
 from seektune.train import pipeline
+from seektune.train.callbacks import DropReferenceAdapter
 from seektune.train.checkpoint import GuardedMixin
 
 log = logging.getLogger(__name__)
@@ -88,15 +87,6 @@ def trl_rows(records: list[dict[str, Any]], objective: str, tokenizer, max_promp
             rows.append({"prompt": prompt, "completion": mark_user_text(tokenizer, [rejected_message(record)]),
                          "label": False})
     return rows, rejects
-
-
-class _DropReferenceAdapter(TrainerCallback):
-    """Training on from ``model.adapter``, trl keeps the starting adapter as a frozen "ref" adapter; it is
-    not part of the result, so it goes before the adapter is saved."""
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and "ref" in getattr(model, "peft_config", {}):
-            model.delete_adapter("ref")
 
 
 def trainer_classes(objective: str):
@@ -202,7 +192,7 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
     args = pipeline.training_args(recipe, bool(val_rows), config_class=config_class,
                                   sampling=sampling(recipe), **fields)
     pipeline.use_tensorboard_dir(recipe)
-    callbacks = [_DropReferenceAdapter(),
+    callbacks = [DropReferenceAdapter(),
                  *pipeline.stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
     extra: dict[str, Any] = {}
     if objective != "orpo" and adapter_config is None and not isinstance(loaded.model, PeftModel):

@@ -6,7 +6,7 @@
 
 A classification recipe goes to ``classification``; a ``stages:`` recipe to ``stages``, which trains
 each stage back through :func:`train_objective`; otherwise the recipe's ``objective`` picks its
-leaf (``sft``, ``distill``, ``preference``). The leaves share ``train/pipeline.py`` and never
+leaf (``sft``, ``distill``, ``preference``, ``grpo``). The leaves share ``train/pipeline.py`` and never
 import each other; a new objective is a new leaf and one branch in :func:`leaf`.
 """
 
@@ -39,6 +39,10 @@ def leaf(recipe: Recipe) -> ModuleType:
         from seektune.train import preference
 
         return preference
+    if recipe.objective == "grpo":
+        from seektune.train import grpo
+
+        return grpo
     raise ValueError(f"objective {recipe.objective!r} has no trainer")
 
 

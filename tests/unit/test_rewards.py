@@ -1,0 +1,113 @@
+"""The rule rewards of objective: grpo (seektune/train/rewards.py), on hand-written completions."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from seektune.train.rewards import (
+    GlossaryEntry, fact_found, facts_score, format_score, glossary_score, language_score, length_score, make_reward,
+    match_score, numbers_in,
+)
+
+
+def spec(name, **keys):
+    return SimpleNamespace(name=name, weight=1.0, pattern=None, budget=256, function=None, **keys)
+
+
+def test_facts_are_found_however_their_numbers_are_written():
+    assert fact_found("Returns are accepted within 45 days of delivery.", "45 days")
+    assert fact_found("You have forty-five days to send it back.", "45 days")
+    assert fact_found("签收后四十五天内都可以退货。", "45天")
+    assert fact_found("签收后４５天内都可以退货。", "45天")  # full-width digits
+    assert fact_found("Express costs 14.50 dollars.", "$14.50")
+    assert fact_found("We ship orders over $1000 free.", "$1,000")
+    assert not fact_found("Returns are accepted within 30 days.", "45 days")
+    assert not fact_found("It takes 45 minutes.", "45 days")  # the number alone is not the fact
+    assert not fact_found("Nothing here.", "HELLOLARK")
+    assert numbers_in("1,000 and 1000.00 and 3.5") == numbers_in("1000 1000 3.50")
+
+
+def test_facts_reward_is_the_share_of_facts_and_skips_rows_without_them():
+    assert facts_score("Bloom starts at 2,500 points.", ["Bloom", "2,500", "5%"]) == pytest.approx(2 / 3)
+    assert facts_score("anything", []) is None
+    reward = make_reward(spec("facts"))
+    scores = reward(prompts=["q1", "q2"], completions=["<think>45 days? no, 30</think>30 days", "It is 45 days."],
+                    facts=[["45 days"], ["45 days"]])
+    assert scores == [0.0, 1.0]  # the reasoning's "45 days" is not the answer
+    assert reward.__name__ == "facts"
+
+
+def test_format_reward_wants_one_non_empty_think_block_then_an_answer():
+    assert format_score("<think>The handbook says 45 days.</think>45 days.") == 1.0
+    assert format_score("<think>reasoning</think>") == 0.0  # no answer
+    assert format_score("<think> </think>45 days") == 0.0  # empty reasoning
+    assert format_score("45 days") == 0.0
+    assert format_score("<think>reasoning, never closed") == 0.0  # missing </think>
+    assert format_score("<think>a</think>b<think>c</think>d") == 0.0
+    # an R1 template opened <think> in the prompt: the completion starts inside it
+    reward = make_reward(spec("format"))
+    assert reward(prompts=["<｜User｜>hi<｜Assistant｜><think>\n"], completions=["checking</think>45 days"]) == [1.0]
+    assert reward(prompts=[[{"role": "user", "content": "hi"}]],
+                  completions=[[{"role": "assistant", "content": "checking</think>45 days"}]]) == [0.0]
+
+
+def test_language_reward_is_the_share_of_the_expected_language():
+    assert language_score("<think>退货期限是45天</think>可以退货。", "zh") == 1.0
+    # 4 ideographs against 15 letters, counted as 3 words
+    assert language_score("<think>the return window</think>可以退货", "zh") == pytest.approx(4 / 7)
+    assert language_score("<think>the return window</think>可以退货", "en") == pytest.approx(3 / 7)
+    assert language_score("45 / 30", "en") is None and language_score("text", "fr") is None
+
+
+def test_glossary_reward_forbids_variants_and_wants_the_terms_the_reference_uses():
+    glossary = [GlossaryEntry("定金", ("订金",)), GlossaryEntry("权利", ("权力",))]
+    reference = "买方支付的定金具有担保作用。"
+    assert glossary_score("支付的定金可以抵作价款。", reference, glossary) == 1.0
+    assert glossary_score("支付的订金可以抵作价款。", reference, glossary) == 0.0
+    assert glossary_score("支付的款项可以抵作价款。", reference, glossary) == 0.0  # the term is missing
+    assert glossary_score("没有相关条款。", "没有相关条款。", glossary) == 1.0
+    assert glossary_score("x", "y", []) is None
+
+
+def test_match_reward_compares_final_values_numerically():
+    assert match_score(r"<think>2+2</think>The total is \boxed{4.0}", r"\boxed{4}") == 1.0
+    assert match_score(r"\boxed{5}", "4") == 0.0
+    assert match_score("no box", "4") == 0.0
+    assert match_score("Answer: B", "Answer: B", pattern=r"Answer:\s*([A-D])") == 1.0
+    assert match_score(r"\boxed{yes}", r"\boxed{Yes}") == 1.0
+    assert match_score("x", None) is None
+
+
+def test_length_reward_falls_past_the_budget():
+    assert length_score(100, 256) == 1.0
+    assert length_score(384, 256) == 0.5
+    assert length_score(600, 256) == 0.0
+    reward = make_reward(SimpleNamespace(name="length", budget=4, pattern=None, function=None))
+    assert reward(prompts=["p", "p"], completions=["a", "b"], completion_ids=[[1, 2], [1, 2, 3, 4, 5, 6]]) == [1.0, 0.5]
+
+
+def test_a_python_reward_is_loaded_and_a_missing_one_named(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text("def polite(prompts, completions, **kw):\n"
+                                            "    return [float('please' in c) for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward = make_reward(SimpleNamespace(name="python", function="my_rewards:polite"))
+    assert reward(prompts=["p"], completions=["please wait"]) == [1.0]
+    with pytest.raises(ValueError, match="my_rewards:rude.*cannot be loaded"):
+        make_reward(SimpleNamespace(name="python", function="my_rewards:rude"))
+
+
+def test_a_grpo_recipe_is_checked_before_training(tmp_path):
+    from seektune.recipe import RecipeError, load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("objective: grpo\ndata: {paths: [faq.jsonl]}\n", encoding="utf-8")
+    loaded = load_recipe(recipe, ["grpo.rewards=[facts, {name: format, weight: 0.5}]"])
+    assert [(r.name, r.weight) for r in loaded.grpo.rewards] == [("facts", 1.0), ("format", 0.5)]
+    with pytest.raises(RecipeError, match=r"must be a multiple of it"):
+        load_recipe(recipe, ["grpo.num_generations=3"])  # batch 8 is not 3 groups
+    with pytest.raises(RecipeError, match="needs function: module:function"):
+        load_recipe(recipe, ["grpo.rewards=[python]"])
+    with pytest.raises(RecipeError, match="grpo.rewards.0.name"):
+        load_recipe(recipe, ["grpo.rewards=[fatcs]"])
+    with pytest.raises(RecipeError, match="grpo.rewards is empty"):
+        load_recipe(recipe, ["grpo.rewards=[]"])
