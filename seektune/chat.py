@@ -36,7 +36,8 @@ def load_for_chat(target: str):
 
 
 @torch.inference_mode()
-def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, stream: bool = True) -> str:
+def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, stream: bool = True,
+          constraint=None) -> str:
     from transformers import TextStreamer
 
     ids = torch.tensor([prompt_ids(tokenizer, messages)], device=next(model.parameters()).device)
@@ -49,6 +50,7 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, str
         streamer=streamer,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
+        **({"logits_processor": [constraint.logits_processor(ids.shape[1])]} if constraint is not None else {}),
     )
     return tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
@@ -71,11 +73,13 @@ def _system_prompt(target: str) -> str | None:
     return run.recipe().data.system_prompt if run.is_run() else None
 
 
-def responder(target: str, backend: str = "torch"):
+def responder(target: str, backend: str = "torch", variants: list[str] | None = None):
     """``(respond, system_prompt)``; ``respond(messages, max_new_tokens)`` prints the answer as it
-    streams and returns it."""
+    streams and returns it. ``variants``: strings the answers can never contain (torch and int8)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if variants and backend == "onnx":
+        raise ValueError("--glossary is enforced while decoding with torch or int8, not through onnxruntime")
     if backend == "onnx":
         from seektune.export.onnx import chat_backend
 
@@ -100,17 +104,30 @@ def responder(target: str, backend: str = "torch"):
         system = _system_prompt(target)
     else:
         model, tokenizer, system = load_for_chat(target)
-    return (lambda messages, max_new_tokens: reply(model, tokenizer, messages, max_new_tokens)), system
+    constraint = None
+    if variants:
+        from seektune.glossary import ForbiddenVariants
+
+        constraint = ForbiddenVariants(tokenizer, variants)
+    return (lambda messages, max_new_tokens: reply(model, tokenizer, messages, max_new_tokens,
+                                                   constraint=constraint)), system
 
 
 def run(target: str, message: str | None = None, max_new_tokens: int = 256, backend: str = "torch",
-        rag: str | Path | None = None, rag_k: int = 4) -> None:
+        rag: str | Path | None = None, rag_k: int = 4, glossary: str | Path | None = None) -> None:
+    variants = None
+    if glossary is not None:
+        from seektune.glossary import forbidden_variants, read_glossary
+
+        variants = forbidden_variants(read_glossary(glossary))
+        if not variants:
+            raise ValueError(f"{glossary} lists no forbidden variants: there is nothing to enforce")
     retriever = None
     if rag is not None:  # before the model loads: a wrong index path fails at once
         from seektune.serve.retrieval import Retriever
 
         retriever = Retriever.open(rag, rag_k)
-    model_respond, system = responder(target, backend)
+    model_respond, system = responder(target, backend, variants)
 
     def respond(messages, max_new_tokens):
         if retriever is None:

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from seektune.cli.index import index_command
 from seektune.cli.common import (
     _fail, _guard, _load, _quiet_libraries, console, err, print_export, print_prepare_summary, print_update,
 )
@@ -36,6 +37,9 @@ RagOption = Annotated[Path | None, typer.Option(
     "--rag", help="A `seektune index` directory: each question is answered from its passages, which are cited.",
     show_default=False)]
 RagKOption = Annotated[int, typer.Option("--rag-k", min=1, max=20, help="Passages retrieved per question.")]
+GlossaryOption = Annotated[Path | None, typer.Option(
+    "--glossary", help="A glossary (.txt .csv .yaml: term, forbidden variants, note): its forbidden variants can "
+    "never be generated.", show_default=False)]
 
 
 def _is_classification_run(target: str) -> bool:
@@ -67,64 +71,7 @@ def synth(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     _guard(synth_run, loaded)
 
 
-@app.command()
-def index(
-    documents: Annotated[list[Path] | None, typer.Argument(help="Files or directories of documents (.md .txt .pdf "
-                                                         ".docx .html) to add (a changed file replaces its chunks); "
-                                                         "or one recipe YAML whose rag: section lists them.",
-                                                         show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="The index directory, created if missing (default: "
-                                             "./index).", show_default=False)] = None,
-    remove: Annotated[list[str] | None, typer.Option("--remove", help="Drop a document (by its name in the index, "
-                                                     "e.g. handbook.md); repeatable.", show_default=False)] = None,
-    encoder: Annotated[str | None, typer.Option(help="Embedding model of a new index: the embedded MiniLM alias "
-                                                "(default minilm-l6-v2), a sentence-transformers directory or a Hub "
-                                                "id; `hashing` for none (words only, builds in seconds).",
-                                                show_default=False)] = None,
-    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size of a new index, in the encoder's tokens "
-                                                     "(default 200).", show_default=False)] = None,
-    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive chunks of a section in a new "
-                                                "index (default 32).", show_default=False)] = None,
-    query: Annotated[str | None, typer.Option(help="Search the index and print the best chunks (a quick check).",
-                                              show_default=False)] = None,
-    k: Annotated[int, typer.Option(help="Chunks shown for --query.")] = 4,
-) -> None:
-    """Build or update a retrieval index (dense MiniLM + BM25, fused) for `serve --rag` and `eval --rag`.
-
-    Adding documents to an existing index re-indexes only files whose content changed. Given a recipe
-    (seektune index train_rag.yaml), the index is its rag.index, holding exactly its rag.documents."""
-    _quiet_libraries()
-    from seektune.rag.build import index_from_recipe, update_index
-    from seektune.rag.index import Index
-
-    def say(text: str) -> None:
-        console.print(text, soft_wrap=True, markup=False)
-
-    def warn(text: str) -> None:
-        err.print(text, soft_wrap=True, markup=False)
-
-    def build():
-        target = out or Path("index")
-        if documents and len(documents) == 1 and documents[0].suffix in (".yaml", ".yml"):
-            if out or remove or encoder or chunk_tokens or overlap is not None:
-                raise ValueError("with a recipe, the index and its settings come from its rag: section; "
-                                 "--out, --remove, --encoder, --chunk-tokens and --overlap are for documents")
-            loaded = _load(documents[0], None)
-            index_from_recipe(loaded, say=say, warn=warn)
-            target = Path(loaded.rag.index)
-        elif documents or remove:
-            update_index(target, documents, remove=remove, encoder=encoder, chunk_tokens=chunk_tokens,
-                         overlap=overlap, say=say, warn=warn)
-        elif query is None:
-            raise ValueError("name documents (or a recipe with a rag: section) to index, --remove NAME, or "
-                             "--query TEXT")
-        if query is not None:
-            with Index.open(target) as idx:
-                for rank, hit in enumerate(idx.search(query, k=k), start=1):
-                    say(f"{rank}. {hit.chunk_id} (score {hit.score:.4f}) {hit.heading or ''}\n   "
-                        f"{hit.text[:160].replace(chr(10), ' ')}")
-
-    _guard(build)
+app.command(name="index")(index_command)
 
 
 def _prepare_stage(recipe):
@@ -231,6 +178,7 @@ def eval_(
                      "is not scored): how often each system declines instead of inventing. Needs --rag.",
                      show_default=False),
     ] = None,
+    glossary: GlossaryOption = None,
 ) -> None:
     """Answer the test split with the tuned model and a baseline; write <run>/eval/ and <run>/report.html.
 
@@ -261,7 +209,7 @@ def eval_(
         def evaluate():
             return stage.run(target, against=against, against_model=against_model, data=data, out=out,
                              judge=judge_settings or None, overrides=overrides, rag=rag, rag_k=rag_k,
-                             out_of_scope=out_of_scope)
+                             out_of_scope=out_of_scope, glossary=glossary)
 
         metrics = _guard(evaluate)
         print_metrics(metrics, console)
@@ -323,12 +271,13 @@ def chat(
     ] = "torch",
     rag: RagOption = None,
     rag_k: RagKOption = 4,
+    glossary: GlossaryOption = None,
 ) -> None:
     """Chat with a tuned run (or any model) in the terminal; answers stream as they are generated."""
     _quiet_libraries()
     from seektune import chat as chat_stage
 
-    _guard(chat_stage.run, target, message, max_new_tokens, backend, rag, rag_k)
+    _guard(chat_stage.run, target, message, max_new_tokens, backend, rag, rag_k, glossary)
 
 
 @app.command()
@@ -469,6 +418,7 @@ def serve(
         "(runs code from the model's repository).")] = False,
     rag: RagOption = None,
     rag_k: RagKOption = 4,
+    glossary: GlossaryOption = None,
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback, /metrics) and a web
     playground at /."""
@@ -487,7 +437,7 @@ def serve(
                              cache_size=cache_size, feedback_db=feedback_db, engine=engine,
                              allowed_run_dirs=allowed_run_dir or None, allowed_hosts=allowed_host or None,
                              body_timeout_s=body_timeout, trust_remote_code=trust_remote_code,
-                             rag_index=rag, rag_k=rag_k)
+                             rag_index=rag, rag_k=rag_k, glossary=glossary)
     if engine not in ("hf", "vllm"):
         _fail(f"--engine {engine!r}: choose hf or vllm")
     try:

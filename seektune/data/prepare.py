@@ -265,11 +265,6 @@ def run(recipe: Recipe) -> Path:
         raise ValueError("the recipe has no data.paths; add the files to train on")
     run = run_of(recipe)
     run.save_recipe(recipe)
-    if recipe.rag is not None and recipe.rag.documents:  # the index data.rag, serve and eval read is current
-        from seektune.rag.build import index_from_recipe
-
-        index_from_recipe(recipe, say=lambda text: print(f"seektune: {text}"),
-                          warn=lambda text: log.warning("%s", text.removeprefix("seektune: ")))
     ledger, card = Ledger(), {}
     records, read_rejects, read = load_records(spec)
     ledger.rejects.extend(read_rejects)

@@ -18,13 +18,13 @@ from seektune.data.pages import png_data_uri, pyplot
 # Order of the metric table; metrics not named here follow in alphabetical order.
 METRIC_ORDER = [
     "n", "accuracy", "macro_f1", "auc_roc", "rougeL", "rouge1", "rouge2", "bleu", "chrf", "fact_accuracy",
-    "exact_match", "term_coverage", "distinct_1", "distinct_2", "perplexity", "answer_words", "answer_chars",
+    "exact_match", "term_coverage", "term_errors", "distinct_1", "distinct_2", "perplexity", "answer_words", "answer_chars",
     "win_rate", "judge_win_rate",
 ]
 METRIC_NAMES = {
     "n": "rows", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "bleu": "BLEU (0-100)",
     "chrf": "chrF (0-100)", "fact_accuracy": "fact accuracy", "exact_match": "exact match",
-    "term_coverage": "term coverage", "distinct_1": "distinct-1", "distinct_2": "distinct-2",
+    "term_coverage": "term coverage", "term_errors": "term errors (per 100 answers)", "distinct_1": "distinct-1", "distinct_2": "distinct-2",
     "perplexity": "perplexity on references", "answer_words": "answer words (mean)",
     "answer_chars": "answer chars (mean)", "win_rate": "win rate vs base", "judge_win_rate": "judge win rate",
     "eval_loss": "eval loss", "train_runtime_s": "train time (s)",
@@ -37,7 +37,7 @@ METRIC_NAMES = {
 RAG_COLUMNS = ["fact_accuracy", "rougeL", "faithfulness", "citation_accuracy", "recall_at_k", "refusal_rate",
                "refused_in_scope"]
 HUNDRED_SCALE = {"bleu", "chrf"}
-LOWER_IS_BETTER = {"perplexity", "eval_loss"}
+LOWER_IS_BETTER = {"perplexity", "eval_loss", "term_errors"}
 NO_DIRECTION = {"n", "answer_words", "answer_chars", "distinct_1", "distinct_2"}  # a change is neither good nor bad
 COMPARE_METRICS = ["rougeL", "bleu", "chrf", "fact_accuracy", "exact_match", "perplexity", "win_rate",
                    "judge_win_rate", "eval_loss"]

@@ -49,6 +49,7 @@ def generate_answers(
     seed: int = 0,
     desc: str = "generating",
     progress: bool = True,
+    constraint=None,
 ) -> list[dict[str, str | None]]:
     """Answer the last user turn of each conversation; returns ``{"answer", "reasoning"}`` per row.
 
@@ -57,6 +58,7 @@ def generate_answers(
     so long prompts go in smaller batches instead of exhausting memory.
     Reasoning inside ``<think>`` is split off so it is never scored as the answer.
     Greedy by default; ``temperature > 0`` samples, seeded so a re-run gives the same answers.
+    ``constraint`` (a :class:`seektune.glossary.ForbiddenVariants`) keeps its variants out of the answers.
     """
     prompts = [prompt_ids(tokenizer, messages) for messages in conversations]  # user text stays plain text
     lengths = [len(prompt_text(tokenizer, messages)) for messages in conversations]
@@ -81,6 +83,8 @@ def generate_answers(
                 **sampling,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
+                **({"logits_processor": [constraint.logits_processor(batch["input_ids"].shape[1])]}
+                   if constraint is not None else {}),
             )
             new_tokens = generated[:, batch["input_ids"].shape[1]:]
             for i, tokens in zip(index, new_tokens):

@@ -57,12 +57,14 @@ class GenOptions:
     top_p: float = 1.0
     seed: int = 0
     batch_tokens: int = BATCH_TOKENS
+    forbidden: tuple[str, ...] = ()  # variants decoding makes impossible (eval.enforce_glossary / --glossary)
 
     def identity(self) -> dict[str, Any]:
         """What changes an answer (batch size does not)."""
         sampled = self.temperature > 0
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p if sampled else 1.0, "seed": self.seed if sampled else 0}
+        identity = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                    "top_p": self.top_p if sampled else 1.0, "seed": self.seed if sampled else 0}
+        return {**identity, "forbidden": sorted(self.forbidden)} if self.forbidden else identity
 
 
 @dataclass
@@ -76,12 +78,19 @@ class System:
 
 
 def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nullcontext, max_length=None) -> System:
+    constraints: dict[tuple[str, ...], Any] = {}
+
     def answer(conversations, options: GenOptions, desc: str) -> list[Answer]:
+        constraint = None
+        if options.forbidden:
+            from seektune.glossary import ForbiddenVariants
+
+            constraint = constraints.setdefault(options.forbidden, ForbiddenVariants(tokenizer, options.forbidden))
         with context():
             return generate_answers(model, tokenizer, conversations, batch_size=options.batch_size,
                                     batch_tokens=options.batch_tokens,
                                     max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                                    top_p=options.top_p, seed=options.seed, desc=desc)
+                                    top_p=options.top_p, seed=options.seed, desc=desc, constraint=constraint)
 
     def perplexity(rows, batch_size: int) -> float | None:
         with context():
@@ -391,6 +400,7 @@ def run(
     rag: str | Path | Any | None = None,
     rag_k: int = 4,
     out_of_scope: str | Path | None = None,
+    glossary: str | Path | None = None,
 ) -> dict[str, Any]:
     """Generate and score; returns the metrics dict also written to ``<run>/eval/metrics.json``.
 
@@ -400,7 +410,8 @@ def run(
     ``rag``: a retrieval index (its directory, or an open ``seektune.rag.Index``): every system also answers
     with ``rag_k`` passages from it, and ``metrics["rag"]`` holds the four-way table
     (:mod:`seektune.evaluate.retrieval`); ``out_of_scope``: test rows the documents do not answer, for each
-    system's refusal rate (needs ``rag``).
+    system's refusal rate (needs ``rag``). ``glossary``: a glossary file whose forbidden variants decoding
+    makes impossible (as ``eval.enforce_glossary``); ``term_errors`` counts them either way.
     """
     from seektune.recipe import JudgeSpec, apply_overrides, validate_recipe
 
@@ -446,6 +457,17 @@ def run(
 
         index = open_index(rag)
     scope_rows = read_eval_data(Path(out_of_scope), recipe.data) if out_of_scope is not None else None
+    if glossary is not None:
+        from seektune.glossary import read_glossary
+
+        entries = read_glossary(glossary)
+        spec.glossary = list(dict.fromkeys([*(spec.glossary if isinstance(spec.glossary, list) else []),
+                                            *(e.term for e in entries)]))
+        spec.forbidden = {**spec.forbidden, **{e.term: list(e.forbidden) for e in entries if e.forbidden}}
+        if not spec.forbidden:
+            raise ValueError(f"{glossary} lists no forbidden variants: there is nothing to enforce")
+        spec.enforce_glossary = True
+    forbidden = tuple(dict.fromkeys(v for variants in spec.forbidden.values() for v in variants))
 
     want_run_base = against in (None, "base") and spec.compare_base
     if against == "base" and not is_run_dir(target):
@@ -463,7 +485,7 @@ def run(
             baseline = model_system(against, recipe)
 
     options = GenOptions(spec.batch_size, spec.max_new_tokens, spec.temperature, spec.top_p, recipe.train.seed,
-                         batch_tokens=spec.batch_tokens)
+                         batch_tokens=spec.batch_tokens, forbidden=forbidden if spec.enforce_glossary else ())
     cache = AnswerCache(run.eval_cache, spec.cache)
     conversations = [row["messages"] for row in rows]
     systems = {"tuned": tuned} if baseline is None else {"base": baseline, "tuned": tuned}
@@ -475,6 +497,15 @@ def run(
 
     glossary = spec.glossary if isinstance(spec.glossary, list) else None
     metrics = score_systems(rows, answers, glossary)
+    if forbidden:
+        from seektune.glossary import GlossaryEntry, term_errors
+
+        entries = [GlossaryEntry(term, tuple(variants)) for term, variants in spec.forbidden.items()]
+        for name, values in answers.items():
+            counted = term_errors(values, entries)
+            metrics[name]["term_errors"] = counted["per_100"]
+            metrics[name]["term_errors_by_variant"] = counted["by_variant"]
+        metrics["glossary_enforced"] = bool(spec.enforce_glossary)
     metrics["split"] = split_name
     metrics["systems"] = {name: system.label for name, system in systems.items()}
     metrics["cache"] = {"reused": reused, "generated": {k: len(rows) - v for k, v in reused.items()}}

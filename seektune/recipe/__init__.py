@@ -257,8 +257,14 @@ class EvalSpec(_Section):
     temperature: float = Field(0.0, ge=0, description="0 is greedy decoding; above 0 samples (seeded by train.seed).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling cut-off when temperature > 0.")
     glossary: list[str] | str | None = Field(
-        None, description="Domain terms (a list, or a text file with one term per line, relative to the recipe) "
-        "for term_coverage: the share of the reference's glossary terms that the answer also uses.")
+        None, description="Domain terms (a list, or a file relative to the recipe: .txt one term per line, .csv "
+        "term,forbidden;variants,note, or .yaml [{term, forbidden, note}]) for term_coverage: the share of the "
+        "reference's glossary terms that the answer also uses.")
+    forbidden: dict[str, list[str]] = Field(
+        default_factory=dict, description="Term -> variants that must never stand in for it (filled from a .csv / "
+        ".yaml glossary): term_errors counts answers using one, per 100 answers.")
+    enforce_glossary: bool = Field(False, description="Decode with the forbidden variants made impossible to emit "
+                                   "(as --glossary FILE on eval, chat and serve).")
     perplexity: bool = Field(True, description="Also score each local model's perplexity on the reference answers.")
     cache: bool = Field(True, description="Reuse answers already generated for the same model, prompt and settings.")
     judge: JudgeSpec | None = Field(None, description="An LLM judge (any OpenAI-compatible endpoint) comparing "
@@ -476,26 +482,28 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             if (base_dir / recipe.distill.teacher).exists():
                 recipe.distill.teacher = str((base_dir / recipe.distill.teacher).resolve())
     if isinstance(recipe.eval.glossary, str):
-        recipe.eval.glossary = _read_glossary(base_dir / recipe.eval.glossary, source, "eval.glossary")
+        entries = _read_glossary(base_dir / recipe.eval.glossary, source, "eval.glossary")
+        recipe.eval.glossary = [entry.term for entry in entries]
+        recipe.eval.forbidden = {**{e.term: list(e.forbidden) for e in entries if e.forbidden}, **recipe.eval.forbidden}
     if recipe.synth is not None and path is not None and Path(path).name != RESOLVED_NAME:
         recipe.synth.documents = [str((base_dir / p).resolve()) for p in recipe.synth.documents]
         recipe.synth.dedup_against = [str((base_dir / p).resolve()) for p in recipe.synth.dedup_against]
         if not recipe.synth.teacher.startswith(("http://", "https://")) and (base_dir / recipe.synth.teacher).exists():
             recipe.synth.teacher = str((base_dir / recipe.synth.teacher).resolve())
     if recipe.synth is not None and isinstance(recipe.synth.glossary, str):
-        recipe.synth.glossary = _read_glossary(base_dir / recipe.synth.glossary, source, "synth.glossary")
+        recipe.synth.glossary = [e.term for e in _read_glossary(base_dir / recipe.synth.glossary, source,
+                                                                 "synth.glossary")]
     for index in range(len(recipe.stages or [])):
         recipe.stage_recipe(index, recipe.output_dir)  # a typo in any stage stops the run before the first one starts
     return recipe
 
 
-def _read_glossary(path: Path, source: str, key: str) -> list[str]:
-    """One term per line; blank lines and lines starting with # are skipped. The resolved
-    recipe then carries the terms themselves, so a run never depends on the file again."""
-    if not path.is_file():
-        raise RecipeError(f"{source}: {key}: file not found: {path}")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
-    terms = [line for line in lines if line and not line.startswith("#")]
-    if not terms:
-        raise RecipeError(f"{source}: {key}: {path} holds no terms")
-    return terms
+def _read_glossary(path: Path, source: str, key: str):
+    """The entries of a glossary file (seektune.glossary.read_glossary: .txt, .csv / .tsv, .yaml / .json). The
+    resolved recipe then carries the terms themselves, so a run never depends on the file again."""
+    from seektune.glossary import GlossaryError, read_glossary
+
+    try:
+        return read_glossary(path)
+    except GlossaryError as err:
+        raise RecipeError(f"{source}: {key}: {err}") from None

@@ -4,8 +4,8 @@
       documents: [docs/handbook.md, docs/handbook_zh.md]
       index: ../../runs/handbook-index
 
-``seektune index RECIPE`` (and ``seektune prepare`` / ``train`` / ``run`` of a recipe with this
-section) brings the index up to date with ``documents``; ``data.rag`` uses it when it names no index
+``seektune index RECIPE`` (and ``seektune train`` / ``run`` of a recipe whose ``data.rag`` uses it)
+brings the index up to date with ``documents``; ``data.rag`` uses it when it names no index
 of its own. ``serve`` / ``chat`` / ``eval`` take the index directory with ``--rag``.
 """
 

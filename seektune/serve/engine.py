@@ -228,6 +228,7 @@ class HFEngine:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch, self.batch_wait_s = max(1, max_batch), max(0.0, batch_wait_ms / 1000)
         self.on_step = on_step
+        self.constraint = None  # a seektune.glossary.ForbiddenVariants: its variants are never generated
         self.device = next(model.parameters()).device
         config = getattr(model, "config", None)
         self.context_length: int | None = getattr(config, "max_position_embeddings", None)
@@ -404,6 +405,8 @@ class HFEngine:
         while not self._stopping:
             if self.on_step is not None:
                 self.on_step(len(batch.rows))
+            if self.constraint is not None:
+                self.constraint.apply(batch.logits, [row.detok.ids for row in batch.rows])
             tokens = next_tokens(batch.logits, batch.rows)
             for row, token in zip(batch.rows, tokens):
                 if row.finished:  # only in a cache that cannot drop rows

@@ -58,6 +58,7 @@ class ServeSettings:
     trust_remote_code: bool = False  # let a served run's recipe switch model.trust_remote_code on
     rag_index: Path | None = None  # a `seektune index` directory: chat requests are answered from its passages
     rag_k: int = 4  # passages per question (a request's rag_k overrides it)
+    glossary: Path | None = None  # a glossary file: its forbidden variants are never generated (hf engine)
 
     def feedback_path(self) -> Path:
         if self.feedback_db is not None:

@@ -243,6 +243,11 @@ def _with_retrieved_context(recipe: Recipe, run, train_split: str, train_records
     from seektune.rag.index import Index
 
     spec = recipe.data.rag
+    if main_process and recipe.rag is not None and recipe.rag.documents and recipe.rag.index == spec.index:
+        from seektune.rag.build import index_from_recipe  # the rag: section's index, current with its documents
+
+        index_from_recipe(recipe, say=lambda text: print(f"seektune: {text}"),
+                          warn=lambda text: log.warning("%s", text.removeprefix("seektune: ")))
     with Index.open(spec.index) as index:
         train_records, counts = add_retrieved_context(train_records, spec, index)
         val_records, _ = add_retrieved_context(val_records, spec, index)

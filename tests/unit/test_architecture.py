@@ -1,7 +1,7 @@
 """The package's shape, checked on every run: layers only import downwards, nothing imports in a circle,
 run paths are spelled in one place, and nothing rebinds a model's forward or swaps a class.
 
-Layers, lowest first (shared/ARCHITECTURE.md): text, recipe, models, runs -> data, docs -> evaluate, rag
+Layers, lowest first (shared/ARCHITECTURE.md): text, glossary, recipe, models, runs -> data, docs -> evaluate, rag
 -> train, export, serve, synth -> studio, update, tune, chat -> cli.
 """
 
@@ -15,7 +15,7 @@ import seektune
 
 PACKAGE = Path(seektune.__file__).parent
 LAYERS = {
-    "text": 0, "recipe": 0, "models": 0, "runs": 0,
+    "text": 0, "glossary": 0, "recipe": 0, "models": 0, "runs": 0,
     "data": 1, "docs": 1,
     "evaluate": 2, "rag": 2,
     "train": 3, "export": 3, "serve": 3, "synth": 3,

@@ -1,0 +1,228 @@
+"""Glossaries: a domain's terms, the variants that must never stand in for them, and decoding that obeys.
+
+    定金, 订金, deposit with legal effect          # glossary.csv: term, forbidden variants (; between), note
+    - {term: 定金, forbidden: [订金], note: deposit with legal effect}     # glossary.yaml
+
+* :func:`read_glossary` reads a ``.txt`` (one term per line), ``.csv`` / ``.tsv`` or ``.yaml`` / ``.json`` file;
+* :func:`term_errors` counts answers that use a forbidden variant (per 100 answers), for eval and the report;
+* :class:`ForbiddenVariants` makes the variants impossible to emit while decoding: a token is banned
+  when the bytes generated so far followed by its bytes would complete a variant. It works on the
+  tokens' bytes, so every tokenisation of a variant is caught (a Chinese character split over
+  byte-level tokens included), and it bans nothing at a step where no variant could be completed,
+  so an answer that never came near one is unchanged token for token.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from seektune.text import normalise_for_match
+
+
+class GlossaryError(ValueError):
+    """A glossary file that cannot be used (what and where)."""
+
+
+@dataclass(frozen=True)
+class GlossaryEntry:
+    term: str
+    forbidden: tuple[str, ...] = ()
+    note: str | None = None
+
+
+def _entry(raw: Any, where: str) -> GlossaryEntry:
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise GlossaryError(f"{where}: an empty term")
+        return GlossaryEntry(raw.strip())
+    if not isinstance(raw, dict) or not isinstance(raw.get("term"), str) or not raw["term"].strip():
+        raise GlossaryError(f"{where}: an entry is a term or {{term, forbidden: [...], note}}, got {raw!r}")
+    unknown = set(raw) - {"term", "forbidden", "note"}
+    if unknown:
+        raise GlossaryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: term, forbidden, note)")
+    forbidden = raw.get("forbidden") or []
+    if isinstance(forbidden, str):
+        forbidden = [forbidden]
+    if not isinstance(forbidden, list) or not all(isinstance(v, str) and v.strip() for v in forbidden):
+        raise GlossaryError(f"{where}: forbidden must be a list of non-empty strings, got {forbidden!r}")
+    term = raw["term"].strip()
+    clash = [v for v in forbidden if normalise_for_match(term) in normalise_for_match(v)
+             or normalise_for_match(v) in normalise_for_match(term)]
+    if clash:
+        raise GlossaryError(f"{where}: the forbidden variant {clash[0]!r} and the term {term!r} contain one another, "
+                            "so the term itself could never be written")
+    return GlossaryEntry(term, tuple(v.strip() for v in forbidden), raw.get("note"))
+
+
+def parse_entries(items: Iterable[Any], where: str) -> list[GlossaryEntry]:
+    return [_entry(item, f"{where} entry {number}") for number, item in enumerate(items, start=1)]
+
+
+def read_glossary(path: str | Path) -> list[GlossaryEntry]:
+    """The entries of a glossary file (see the module docstring); GlossaryError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise GlossaryError(f"glossary file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml", ".json"):
+        import yaml
+
+        try:
+            data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:
+            raise GlossaryError(f"{path}: not valid {suffix[1:].upper()}: {err}") from None
+        if isinstance(data, dict) and "entries" in data:
+            data = data["entries"]
+        if not isinstance(data, list):
+            raise GlossaryError(f"{path}: a glossary is a list of entries")
+        entries = parse_entries(data, str(path))
+    elif suffix in (".csv", ".tsv"):
+        entries = []
+        reader = csv.reader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        for line, cells in enumerate(reader, start=1):
+            cells = [cell.strip() for cell in cells]
+            if not cells or not cells[0] or cells[0].startswith("#") or (line == 1 and cells[0].lower() == "term"):
+                continue
+            forbidden = [v.strip() for v in (cells[1] if len(cells) > 1 else "").replace("|", ";").split(";")]
+            raw = {"term": cells[0], "forbidden": [v for v in forbidden if v]}
+            if len(cells) > 2 and cells[2]:
+                raw["note"] = cells[2]
+            entries.append(_entry(raw, f"{path}:{line}"))
+    else:  # one term per line
+        entries = [GlossaryEntry(line.strip()) for line in text.splitlines()
+                   if line.strip() and not line.strip().startswith("#")]
+    if not entries:
+        raise GlossaryError(f"{path} holds no terms")
+    return entries
+
+
+def forbidden_variants(entries: Sequence[GlossaryEntry]) -> list[str]:
+    return list(dict.fromkeys(v for entry in entries for v in entry.forbidden))
+
+
+def term_errors(answers: Sequence[str], entries: Sequence[GlossaryEntry]) -> dict[str, Any] | None:
+    """How often answers use a forbidden variant as written (case and form count, as in decoding): ``per_100``
+    answers, the answers affected, and the count per variant; None when the glossary forbids nothing."""
+    variants = forbidden_variants(entries)
+    if not variants:
+        return None
+    by_variant = {v: 0 for v in variants}
+    affected = 0
+    for answer in answers:
+        used = [v for v in variants if v in answer]  # as written, exactly what decoding can forbid
+        affected += bool(used)
+        for variant in used:
+            by_variant[variant] += 1
+    return {"per_100": 100.0 * affected / len(answers) if answers else 0.0, "answers": affected, "n": len(answers),
+            "by_variant": by_variant}
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the character a byte-level BPE token uses for each byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): byte for byte, char in zip(printable, chars)}
+
+
+def token_bytes(tokenizer) -> list[bytes]:
+    """The bytes each token id adds to the text (empty for special tokens): byte-level BPE tokens through
+    GPT-2's alphabet, SentencePiece pieces with ``▁`` as a space and ``<0xNN>`` byte tokens as that byte."""
+    size = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
+    added_tokens = getattr(tokenizer, "added_tokens_decoder", {})
+    # special tokens add nothing to the text (decode drops them): every one, not just bos / eos / pad
+    special = set(tokenizer.all_special_ids) | {i for i, token in added_tokens.items() if token.special}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = backend is not None and "ByteLevel" in repr(backend.decoder)
+    added = {token.content for token in added_tokens.values()}
+    table = _byte_decoder()
+    out: list[bytes] = []
+    for token_id, piece in enumerate(pieces):
+        if token_id in special or piece is None:
+            out.append(b"")
+        elif piece in added:
+            out.append(piece.encode("utf-8"))
+        elif byte_level and all(char in table for char in piece):
+            out.append(bytes(table[char] for char in piece))
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            out.append(bytes([int(piece[3:5], 16)]))
+        else:
+            out.append(piece.replace("▁", " ").encode("utf-8"))
+    return out
+
+
+@dataclass
+class ForbiddenVariants:
+    """Token bans that keep ``variants`` out of generated text (see the module docstring)."""
+
+    tokenizer: Any
+    variants: Sequence[str]
+    _bytes: list[bytes] = field(init=False, repr=False)
+    _always: list[int] = field(init=False, repr=False)
+    _completing: dict[bytes, list[int]] = field(init=False, repr=False)  # rest of a variant -> tokens starting so
+
+    def __post_init__(self):
+        self._bytes = token_bytes(self.tokenizer)
+        encoded = [v.encode("utf-8") for v in self.variants if v]
+        self._encoded = encoded
+        self._always = sorted({i for i, b in enumerate(self._bytes) if b and any(v in b for v in encoded)})
+        rests = {v[k:] for v in encoded for k in range(1, len(v))}
+        self._completing = {rest: [i for i, b in enumerate(self._bytes) if b and b.startswith(rest)]
+                            for rest in rests}
+        self._tail = max((len(v) for v in encoded), default=1) - 1
+
+    def tail(self, generated_ids: Sequence[int]) -> bytes:
+        """The last bytes of the generated text a variant could still be completed from."""
+        parts, size = [], 0
+        for token_id in reversed(generated_ids):
+            piece = self._bytes[token_id] if 0 <= token_id < len(self._bytes) else b""
+            parts.append(piece)
+            size += len(piece)
+            if size >= self._tail:
+                break
+        return b"".join(reversed(parts))[-self._tail:] if self._tail else b""
+
+    def banned(self, generated_ids: Sequence[int]) -> list[int]:
+        """The tokens that would complete a forbidden variant right after ``generated_ids``."""
+        tail = self.tail(generated_ids)
+        banned = list(self._always)
+        for variant in self._encoded:
+            for k in range(1, len(variant)):
+                if tail.endswith(variant[:k]):
+                    banned += self._completing[variant[k:]]
+        return banned
+
+    def apply(self, scores, generated: Sequence[Sequence[int]]):
+        """Set the banned tokens' scores (a rows x vocab tensor, one row per ``generated``) to -inf, in place."""
+        for row, ids in enumerate(generated):
+            banned = [i for i in self.banned(ids) if i < scores.shape[-1]]
+            if banned:
+                scores[row, banned] = float("-inf")
+        return scores
+
+    def logits_processor(self, prompt_length: int):
+        """A transformers LogitsProcessor for ``model.generate`` over prompts padded to ``prompt_length``."""
+        from transformers import LogitsProcessor
+
+        constraint = self
+
+        class _Processor(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                return constraint.apply(scores, [row[prompt_length:].tolist() for row in input_ids])
+
+        return _Processor()
