@@ -38,7 +38,11 @@ def load_for_chat(target: str):
 @torch.inference_mode()
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, stream: bool = True,
           constraint=None) -> str:
+    """Greedy, except for a reasoning (R1-style) model: DeepSeek's temperature 0.6 and top-p 0.95 (greedy
+    decoding makes those repeat themselves)."""
     from transformers import TextStreamer
+
+    from seektune.models.registry import R1_SAMPLING, opens_think
 
     ids = torch.tensor([prompt_ids(tokenizer, messages)], device=next(model.parameters()).device)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -46,7 +50,7 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, str
     output = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
-        do_sample=False,
+        **({"do_sample": True, **R1_SAMPLING} if opens_think(tokenizer) else {"do_sample": False}),
         streamer=streamer,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),

@@ -11,6 +11,7 @@ The metrics themselves are :mod:`seektune.evaluate.metrics`; this module applies
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from seektune.evaluate.metrics import facts_found, rouge_l, score, term_coverage
@@ -90,3 +91,31 @@ def confidence_intervals(rows, answers: dict[str, list[str]], seed: int) -> dict
                 result["delta"][metric] = list(paired_delta_ci([p[0] for p in pairs], [p[1] for p in pairs],
                                                                seed=seed))
     return result
+
+
+def use_glossary(spec: Any, glossary: str | Path | None) -> tuple[str, ...]:
+    """The forbidden variants of the eval section ``spec``, after merging in a ``--glossary`` file (which also turns
+    enforcement on); a file that forbids nothing is an error, since there would be nothing to enforce."""
+    if glossary is not None:
+        from seektune.glossary import read_glossary
+
+        entries = read_glossary(glossary)
+        spec.glossary = list(dict.fromkeys([*(spec.glossary if isinstance(spec.glossary, list) else []),
+                                            *(e.term for e in entries)]))
+        spec.forbidden = {**spec.forbidden, **{e.term: list(e.forbidden) for e in entries if e.forbidden}}
+        if not spec.forbidden:
+            raise ValueError(f"{glossary} lists no forbidden variants: there is nothing to enforce")
+        spec.enforce_glossary = True
+    return tuple(dict.fromkeys(v for variants in spec.forbidden.values() for v in variants))
+
+
+def add_term_errors(metrics: dict[str, Any], answers: dict[str, list[str]], spec: Any) -> None:
+    """Each system's ``term_errors`` (answers using a forbidden variant, per 100) and the count per variant."""
+    from seektune.glossary import GlossaryEntry, term_errors
+
+    entries = [GlossaryEntry(term, tuple(variants)) for term, variants in spec.forbidden.items()]
+    for name, values in answers.items():
+        counted = term_errors(values, entries)
+        metrics[name]["term_errors"] = counted["per_100"]
+        metrics[name]["term_errors_by_variant"] = counted["by_variant"]
+    metrics["glossary_enforced"] = bool(spec.enforce_glossary)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +38,15 @@ from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
 from seektune.evaluate.generate import BATCH_TOKENS, generate_answers, token_batches
-from seektune.evaluate.scoring import ab_scores, confidence_intervals, per_row_scores, score_systems, slices
+from seektune.evaluate.scoring import (
+    ab_scores, add_term_errors, confidence_intervals, per_row_scores, score_systems, slices, use_glossary,
+)
 from seektune.models.load import load_model
 from seektune.recipe import Recipe
 from seektune.runs import RunDir, fingerprint, is_run_dir, load_tuned
 from seektune.text import tokens_of
+
+log = logging.getLogger(__name__)
 
 Answer = dict[str, str | None]  # {"answer", "reasoning"}
 
@@ -75,6 +80,7 @@ class System:
     key: str
     answer: Callable[[list[list[dict[str, Any]]], GenOptions, str], list[Answer]]
     perplexity: Callable[[list[dict[str, Any]], int], float | None] = field(default=lambda rows, batch: None)
+    reasoning: bool = False  # its template opens <think> for every answer (R1-style): R1 sampling by default
 
 
 def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nullcontext, max_length=None) -> System:
@@ -96,7 +102,9 @@ def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nul
         with context():
             return reference_perplexity(model, tokenizer, rows, batch_size=batch_size, max_length=max_length)
 
-    return System(label, key, answer, perplexity)
+    from seektune.models.registry import opens_think
+
+    return System(label, key, answer, perplexity, reasoning=opens_think(tokenizer))
 
 
 def _merged_lora(model):
@@ -457,17 +465,7 @@ def run(
 
         index = open_index(rag)
     scope_rows = read_eval_data(Path(out_of_scope), recipe.data) if out_of_scope is not None else None
-    if glossary is not None:
-        from seektune.glossary import read_glossary
-
-        entries = read_glossary(glossary)
-        spec.glossary = list(dict.fromkeys([*(spec.glossary if isinstance(spec.glossary, list) else []),
-                                            *(e.term for e in entries)]))
-        spec.forbidden = {**spec.forbidden, **{e.term: list(e.forbidden) for e in entries if e.forbidden}}
-        if not spec.forbidden:
-            raise ValueError(f"{glossary} lists no forbidden variants: there is nothing to enforce")
-        spec.enforce_glossary = True
-    forbidden = tuple(dict.fromkeys(v for variants in spec.forbidden.values() for v in variants))
+    forbidden = use_glossary(spec, glossary)
 
     want_run_base = against in (None, "base") and spec.compare_base
     if against == "base" and not is_run_dir(target):
@@ -484,7 +482,12 @@ def run(
         else:
             baseline = model_system(against, recipe)
 
-    options = GenOptions(spec.batch_size, spec.max_new_tokens, spec.temperature, spec.top_p, recipe.train.seed,
+    from seektune.models.registry import sampling_for
+
+    temperature, top_p, warning = sampling_for(tuned.reasoning, spec.temperature, spec.top_p)
+    if warning:
+        log.warning("%s", warning)
+    options = GenOptions(spec.batch_size, spec.max_new_tokens, temperature, top_p, recipe.train.seed,
                          batch_tokens=spec.batch_tokens, forbidden=forbidden if spec.enforce_glossary else ())
     cache = AnswerCache(run.eval_cache, spec.cache)
     conversations = [row["messages"] for row in rows]
@@ -498,15 +501,9 @@ def run(
     glossary = spec.glossary if isinstance(spec.glossary, list) else None
     metrics = score_systems(rows, answers, glossary)
     if forbidden:
-        from seektune.glossary import GlossaryEntry, term_errors
-
-        entries = [GlossaryEntry(term, tuple(variants)) for term, variants in spec.forbidden.items()]
-        for name, values in answers.items():
-            counted = term_errors(values, entries)
-            metrics[name]["term_errors"] = counted["per_100"]
-            metrics[name]["term_errors_by_variant"] = counted["by_variant"]
-        metrics["glossary_enforced"] = bool(spec.enforce_glossary)
+        add_term_errors(metrics, answers, spec)
     metrics["split"] = split_name
+    metrics["decoding"] = {"temperature": options.temperature, "top_p": options.top_p, "reasoning_model": tuned.reasoning}
     metrics["systems"] = {name: system.label for name, system in systems.items()}
     metrics["cache"] = {"reused": reused, "generated": {k: len(rows) - v for k, v in reused.items()}}
     for name, system in systems.items():

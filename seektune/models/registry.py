@@ -76,6 +76,35 @@ FAMILIES: tuple[Family, ...] = (
 
 GENERIC = Family("generic", template="chatml", lora_targets=_LLAMA_ATTENTION)
 
+# DeepSeek's usage recommendation for R1-family models: sample at temperature 0.6 (0.5-0.7) with top-p 0.95;
+# greedy decoding makes them repeat themselves
+R1_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
+
+
+def opens_think(tokenizer) -> bool:
+    """Whether the model's chat template starts every answer inside ``<think>`` (R1's templates end the generation
+    prompt with ``<think>\n``): such a model reasons before it answers and wants R1's sampling."""
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - no usable template: not a reasoning template either
+        return False
+    return isinstance(text, str) and text.rstrip().endswith("<think>")
+
+
+def sampling_for(reasoning: bool, temperature: float | None, top_p: float | None) -> tuple[float, float, str | None]:
+    """``(temperature, top_p, warning)``: settings left None take R1's for a reasoning model and greedy otherwise;
+    asking a reasoning model for greedy decoding is allowed, with a warning."""
+    if temperature is None:
+        temperature = R1_SAMPLING["temperature"] if reasoning else 0.0
+        top_p = top_p if top_p is not None else (R1_SAMPLING["top_p"] if reasoning else 1.0)
+    top_p = 1.0 if top_p is None else top_p
+    warning = None
+    if reasoning and temperature == 0:
+        warning = ("greedy decoding of a reasoning (R1-style) model: it tends to repeat itself; DeepSeek recommends "
+                   "temperature 0.6 and top_p 0.95 (leave temperature unset to get them)")
+    return temperature, top_p, warning
+
 
 def find_family(model_id: str, model_type: str | None = None) -> Family:
     name = model_id.lower()

@@ -254,8 +254,10 @@ class EvalSpec(_Section):
     ab_metric: Literal["rougeL", "fact_accuracy"] = Field(
         "rougeL", description="Per-row metric deciding win / tie / loss of tuned against base.")
     win_bar: float = Field(0.7, ge=0, le=1, description="The tuned model passes when its win rate reaches this.")
-    temperature: float = Field(0.0, ge=0, description="0 is greedy decoding; above 0 samples (seeded by train.seed).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling cut-off when temperature > 0.")
+    temperature: float | None = Field(None, ge=0, description="0 is greedy decoding; above 0 samples (seeded by "
+                                      "train.seed). Unset: 0, or DeepSeek's 0.6 for a reasoning (R1-style) model.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling cut-off when temperature > 0. Unset: "
+                                "1, or 0.95 for a reasoning model.")
     glossary: list[str] | str | None = Field(
         None, description="Domain terms (a list, or a file relative to the recipe: .txt one term per line, .csv "
         "term,forbidden;variants,note, or .yaml [{term, forbidden, note}]) for term_coverage: the share of the "

@@ -59,8 +59,9 @@ class StreamOptions(_Body):
 class SamplingFields(_Body):
     # OpenAI's sampling fields, shared by both completion requests (a comment: a docstring would enter the schema)
     model: str = Field(max_length=256, description="A model id from GET /v1/models.")
-    temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy. Default 1.")
-    top_p: float | None = Field(None, ge=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=2, description=(
+        "0 = greedy. Default 1 (0.6 for a reasoning model: DeepSeek-R1's recommendation)."))
+    top_p: float | None = Field(None, ge=0, le=1, description="Default 1 (0.95 for a reasoning model).")
     n: Integer(ge=1) | None = Field(None, description="Choices per request, at most the server's max_n.")
     stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
         None, description="Up to 4 strings that end a choice (not returned).")
