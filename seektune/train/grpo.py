@@ -58,7 +58,10 @@ def prompt_rows(records: list[dict[str, Any]], tokenizer, max_prompt_length: int
 
 
 def glossary_entries(recipe: Recipe) -> list[GlossaryEntry]:
-    return [GlossaryEntry(term) for term in recipe.eval.glossary or []]
+    """The glossary reward's entries: eval.glossary's terms with eval.forbidden's variants."""
+    forbidden = recipe.eval.forbidden
+    terms = list(dict.fromkeys([*(recipe.eval.glossary or []), *forbidden]))
+    return [GlossaryEntry(term, tuple(forbidden.get(term, ()))) for term in terms]
 
 
 def trainer_classes():

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Sequence
 
+from seektune.glossary import GlossaryEntry
 from seektune.text import normalise_for_match, strip_reasoning
 
 BUILT_IN = ("facts", "match", "format", "language", "glossary", "length")
@@ -196,20 +196,13 @@ def language_score(text: str, language: str | None) -> float | None:
     return mine / (cjk + words_latin)
 
 
-@dataclass
-class GlossaryEntry:
-    term: str
-    forbidden: tuple[str, ...] = ()
-    note: str | None = None
-
-
 def glossary_score(answer: str, reference: str | None, entries: Sequence[GlossaryEntry]) -> float | None:
     """0.0 when a forbidden variant is in the answer; else the share of the terms the reference uses that the
     answer uses as written (1.0 when the reference uses none); None without a glossary."""
     if not entries:
         return None
-    answer_n, reference_n = normalise_for_match(answer), normalise_for_match(reference or "")
-    if any(normalise_for_match(variant) in answer_n for entry in entries for variant in entry.forbidden):
+    reference_n = normalise_for_match(reference or "")
+    if any(variant in answer for entry in entries for variant in entry.forbidden):  # as written, as term_errors
         return 0.0
     wanted = [entry.term for entry in entries if normalise_for_match(entry.term) in reference_n]
     if not wanted:

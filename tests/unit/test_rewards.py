@@ -111,3 +111,15 @@ def test_a_grpo_recipe_is_checked_before_training(tmp_path):
         load_recipe(recipe, ["grpo.rewards=[fatcs]"])
     with pytest.raises(RecipeError, match="grpo.rewards is empty"):
         load_recipe(recipe, ["grpo.rewards=[]"])
+
+
+def test_the_glossary_reward_gets_the_recipes_forbidden_variants(tmp_path):
+    from seektune.recipe import load_recipe
+    from seektune.train.grpo import glossary_entries
+
+    (tmp_path / "g.csv").write_text("term,forbidden\n定金,订金\nLarkCare,\n", encoding="utf-8")
+    (tmp_path / "r.yaml").write_text("objective: grpo\ndata: {paths: [faq.jsonl]}\neval: {glossary: g.csv}\n"
+                                     "grpo: {rewards: [glossary]}\n", encoding="utf-8")
+    entries = glossary_entries(load_recipe(tmp_path / "r.yaml"))
+    assert entries == [GlossaryEntry("定金", ("订金",)), GlossaryEntry("LarkCare")]
+    assert glossary_score("支付的订金可以退。", "定金不退。", entries) == 0.0
