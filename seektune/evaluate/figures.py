@@ -18,13 +18,15 @@ from seektune.data.pages import png_data_uri, pyplot
 # Order of the metric table; metrics not named here follow in alphabetical order.
 METRIC_ORDER = [
     "n", "accuracy", "macro_f1", "auc_roc", "rougeL", "rouge1", "rouge2", "bleu", "chrf", "fact_accuracy",
-    "exact_match", "term_coverage", "term_errors", "distinct_1", "distinct_2", "perplexity", "answer_words", "answer_chars",
+    "exact_match", "term_coverage", "term_errors", "distinct_1", "distinct_2", "perplexity", "answer_words",
+    "answer_chars",
     "win_rate", "judge_win_rate",
 ]
 METRIC_NAMES = {
     "n": "rows", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "bleu": "BLEU (0-100)",
     "chrf": "chrF (0-100)", "fact_accuracy": "fact accuracy", "exact_match": "exact match",
-    "term_coverage": "term coverage", "term_errors": "term errors (per 100 answers)", "distinct_1": "distinct-1", "distinct_2": "distinct-2",
+    "term_coverage": "term coverage", "term_errors": "term errors (per 100 answers)",
+    "distinct_1": "distinct-1", "distinct_2": "distinct-2",
     "perplexity": "perplexity on references", "answer_words": "answer words (mean)",
     "answer_chars": "answer chars (mean)", "win_rate": "win rate vs base", "judge_win_rate": "judge win rate",
     "eval_loss": "eval loss", "train_runtime_s": "train time (s)",

@@ -503,7 +503,8 @@ def run(
     if forbidden:
         add_term_errors(metrics, answers, spec)
     metrics["split"] = split_name
-    metrics["decoding"] = {"temperature": options.temperature, "top_p": options.top_p, "reasoning_model": tuned.reasoning}
+    metrics["decoding"] = {"temperature": options.temperature, "top_p": options.top_p,
+                           "reasoning_model": tuned.reasoning}
     metrics["systems"] = {name: system.label for name, system in systems.items()}
     metrics["cache"] = {"reused": reused, "generated": {k: len(rows) - v for k, v in reused.items()}}
     for name, system in systems.items():

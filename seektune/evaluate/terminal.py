@@ -33,7 +33,8 @@ def print_metrics(metrics: dict, console: Console) -> None:
     for lang in metrics[systems[0]].get("by_language", {}):
         slices.append((lang, lambda s, lang=lang: metrics[s]["by_language"][lang]))
     for name, get in slices:
-        keys = ("fact_accuracy", "rougeL", "bleu") + (("term_coverage", "term_errors", "perplexity") if name == "all" else ())
+        overall = ("term_coverage", "term_errors", "perplexity") if name == "all" else ()
+        keys = ("fact_accuracy", "rougeL", "bleu") + overall
         for key in keys:
             values = [get(s).get(key) for s in systems]
             if all(v is None for v in values):

@@ -333,10 +333,11 @@ OLLAMA_TEMPLATES = {
         "<|im_start|>assistant\n{{ else if eq .Role \"assistant\" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}"
     ),
     # seektune's DeepSeek-R1 template: earlier answers carry an empty think block, the new
-    # turn opens one for the model to reason in. BOS comes from tokenizer.ggml.add_bos_token.
+    # turn opens one for the model to reason in; the system prompt opens the first user turn
+    # (.Messages holds it first, so that turn is message 1). BOS comes from tokenizer.ggml.add_bos_token.
     "deepseek-r1": (
-        "{{ if .System }}{{ .System }}{{ end }}"
-        "{{ range .Messages }}{{ if eq .Role \"user\" }}<｜User｜>{{ .Content }}<｜Assistant｜><think>\n"
+        "{{ range $i, $m := .Messages }}{{ if eq .Role \"user\" }}<｜User｜>"
+        "{{ if eq $i 1 }}{{ if $.System }}{{ $.System }}\n\n{{ end }}{{ end }}{{ .Content }}<｜Assistant｜><think>\n"
         "{{ else if eq .Role \"assistant\" }}\n</think>\n\n{{ .Content }}<｜end▁of▁sentence｜>{{ end }}{{ end }}"
     ),
 }
@@ -352,8 +353,9 @@ def render_ollama_template(template: str, messages: list[dict[str, str]]) -> str
     Ollama's preparation first (its ``collate``): ``.System`` is every system message joined by
     a blank line, ``.Messages`` all messages with consecutive ones of a role merged the same
     way. Then the few Go ``text/template`` actions these templates use: ``if`` / ``else if`` /
-    ``else`` / ``end``, ``range .Messages``, ``eq .Role "user"``, and fields (``.System``,
-    ``.Role``, ``.Content``). Anything else is refused rather than guessed.
+    ``else`` / ``end``, ``range .Messages`` and ``range $i, $m := .Messages``, ``eq .Role "user"`` and
+    ``eq $i 1``, and fields (``.System``, ``.Role``, ``.Content``, ``$.System``). Anything else is refused
+    rather than guessed.
     """
     collated: list[dict[str, str]] = []
     for m in messages:
@@ -387,7 +389,7 @@ def _parse_go(tokens: list[str], i: int) -> tuple[list, int]:
                     break
                 condition = tokens[i].removeprefix("else").strip() or "if true"
             nodes.append(("block", branches))
-        elif action.startswith("."):
+        elif action.startswith((".", "$")):
             nodes.append(("field", action))
         else:
             raise ValueError(f"unsupported Go template action {{{{ {action} }}}}")
@@ -399,6 +401,12 @@ def _parse_go(tokens: list[str], i: int) -> tuple[list, int]:
 def _go_value(expression: str, dot: dict[str, Any]) -> Any:
     if expression.startswith('"'):
         return json.loads(expression)  # a Go string literal in the subset used: "user"
+    if expression.isdigit():
+        return int(expression)
+    if expression == "$i":
+        return dot["$i"]
+    if expression.startswith("$."):  # a field of the template's root (inside a range)
+        return _go_value(expression[1:], dot.get("$", dot))
     if expression.startswith(".") and expression[1:] in dot:
         return dot[expression[1:]]
     raise ValueError(f"unsupported Go template value {expression}")
@@ -413,9 +421,9 @@ def _render_go(nodes: list, dot: dict[str, Any]):
         else:
             for condition, body in value:
                 keyword, *args = re.findall(r'"[^"]*"|\S+', condition)
-                if keyword == "range":
-                    for item in _go_value(args[0], dot):
-                        yield from _render_go(body, item)
+                if keyword == "range":  # range .Messages, or range $i, $m := .Messages
+                    for number, item in enumerate(_go_value(args[-1], dot)):
+                        yield from _render_go(body, {**item, "$i": number, "$": dot.get("$", dot)})
                     break
                 if _go_test(args, dot):
                     yield from _render_go(body, dot)

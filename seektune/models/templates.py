@@ -19,12 +19,17 @@ CHATML = (
 
 # DeepSeek-R1 (and its Qwen/Llama distills): the assistant turn opens with <think>, the
 # reasoning follows, then </think> and the answer. The generation prompt already holds
-# "<think>\n", so the model is always asked to reason first, as DeepSeek recommends.
+# "<think>\n", so the model is always asked to reason first, as DeepSeek recommends. DeepSeek
+# also advises no system prompt: a system message is folded into the first user turn (its text,
+# a blank line, then the user's). A recipe that wants it elsewhere sets model.chat_template.
 DEEPSEEK_R1 = (
     "{{ bos_token }}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}{{ messages[0]['content'] }}{%- endif -%}"
+    "{%- set ns = namespace(system='') -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = messages[0]['content'] -%}{%- endif -%}"
     "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}{{ '<｜User｜>' + message['content'] }}"
+    "{%- if message['role'] == 'user' -%}{{ '<｜User｜>' }}"
+    "{%- if ns.system -%}{{ ns.system + '\n\n' }}{%- set ns.system = '' -%}{%- endif -%}"
+    "{{ message['content'] }}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{ '<｜Assistant｜><think>\n' }}"
     "{%- if message.reasoning is defined and message.reasoning -%}{{ message.reasoning }}{%- endif -%}"

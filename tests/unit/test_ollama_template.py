@@ -53,7 +53,7 @@ def test_ollama_joins_system_messages_and_merges_consecutive_turns():
 
 
 def test_go_actions_outside_the_subset_are_refused():
-    for template in ("{{ range $i, $m := .Messages }}{{ end }}", "{{ if and .System .Messages }}x{{ end }}",
+    for template in ("{{ with .System }}x{{ end }}", "{{ if and .System .Messages }}x{{ end }}",
                      "{{ .System | trim }}", "{{- .System }}", "{{ template \"x\" }}"):
         with pytest.raises(ValueError, match="unsupported Go template"):
             render_ollama_template(template, [USER])
