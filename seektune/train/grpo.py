@@ -79,7 +79,17 @@ def objective_fields(recipe: Recipe) -> dict[str, Any]:
     return {"num_generations": spec.num_generations, "max_completion_length": spec.max_completion_length,
             "temperature": spec.temperature, "top_p": spec.top_p, "beta": spec.beta, "loss_type": spec.loss_type,
             "scale_rewards": spec.scale_rewards, "num_iterations": spec.num_iterations,
-            "reward_weights": [reward.weight for reward in spec.rewards], "log_completions": False}
+            "reward_weights": [reward.weight for reward in spec.rewards], "log_completions": False,
+            # on CUDA with vLLM installed, trl generates the groups through vLLM (colocated); else transformers
+            "use_vllm": _vllm_available(), **({"vllm_mode": "colocate"} if _vllm_available() else {})}
+
+
+def _vllm_available() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
 def reward_figures(history: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
@@ -116,7 +126,10 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
     if not rows:
         raise ValueError(f"no training prompts left (of {len(train_records)} rows: {len(rejects)} too long for "
                          f"{limit} tokens or without a user turn); see data/rejects.jsonl")
-    rewards = [make_reward(reward, glossary_entries(recipe)) for reward in spec.rewards]
+    from seektune.models.registry import opens_think
+
+    opened = opens_think(tokenizer)  # an R1 template: every completion starts inside <think>
+    rewards = [make_reward(reward, glossary_entries(recipe), opened) for reward in spec.rewards]
     names = [getattr(function, "__name__", reward.name) for function, reward in zip(rewards, spec.rewards)]
     trainer_class, config_class = trainer_classes()
     fields = objective_fields(recipe)

@@ -58,9 +58,13 @@ def prompt_opens_think(prompt: Any) -> bool:
     return tail.endswith("<think>")
 
 
-def _full(prompt: Any, completion: Any) -> str:
+def _full(prompt: Any, completion: Any, opened: bool = False) -> str:
+    """The completion as the model wrote it, with the ``<think>`` its prompt opened (``opened``: the chat template
+    opens one for every answer, as trl hands conversational prompts over as messages, not text)."""
     text = completion_text(completion)
-    return "<think>" + text if prompt_opens_think(prompt) and "<think>" not in text.split("</think>", 1)[0] else text
+    if (opened or prompt_opens_think(prompt)) and "<think>" not in text.split("</think>", 1)[0]:
+        return "<think>" + text
+    return text
 
 
 # ---------------------------------------------------------------- numbers
@@ -220,19 +224,21 @@ def length_score(tokens: int, budget: int) -> float:
 # ---------------------------------------------------------------- as trl reward functions
 
 
-def _answers(prompts: list, completions: list) -> list[tuple[str, str]]:
+def _answers(prompts: list, completions: list, opened: bool = False) -> list[tuple[str, str]]:
     """(whole text with the reasoning, answer without it) per completion."""
     pairs = []
     for prompt, completion in zip(prompts, completions):
-        full = _full(prompt, completion)
+        full = _full(prompt, completion, opened)
         pairs.append((full, strip_reasoning(full)[0]))
     return pairs
 
 
-def make_reward(spec: Any, glossary: Sequence[GlossaryEntry] = ()) -> Callable[..., list[float | None]]:
+def make_reward(spec: Any, glossary: Sequence[GlossaryEntry] = (),
+                opens_think: bool = False) -> Callable[..., list[float | None]]:
     """A trl reward function (``f(prompts, completions, completion_ids, **columns) -> [reward]``) named after
     the reward, for a ``grpo.rewards`` entry. The data columns it reads: ``facts``, ``reference`` and
-    ``language`` (the grpo stage puts them in each prompt row)."""
+    ``language`` (the grpo stage puts them in each prompt row). ``opens_think``: the chat template opens
+    ``<think>`` in every prompt (R1), so a completion starts inside it."""
     name = spec.name
 
     if name == "python":
@@ -246,7 +252,7 @@ def make_reward(spec: Any, glossary: Sequence[GlossaryEntry] = ()) -> Callable[.
 
     def reward(prompts: list, completions: list, completion_ids: list | None = None,
                **columns: Any) -> list[float | None]:
-        rows = _answers(prompts, completions)
+        rows = _answers(prompts, completions, opens_think)
         facts = columns.get("facts") or [None] * len(rows)
         references = columns.get("reference") or [None] * len(rows)
         languages = columns.get("language") or [None] * len(rows)

@@ -123,3 +123,10 @@ def test_the_glossary_reward_gets_the_recipes_forbidden_variants(tmp_path):
     entries = glossary_entries(load_recipe(tmp_path / "r.yaml"))
     assert entries == [GlossaryEntry("定金", ("订金",)), GlossaryEntry("LarkCare")]
     assert glossary_score("支付的订金可以退。", "定金不退。", entries) == 0.0
+
+
+def test_format_reward_of_an_r1_template_that_opened_think_for_a_conversational_prompt():
+    reward = make_reward(spec("format"), opens_think=True)  # trl passes the prompt as messages, not text
+    prompt = [{"role": "user", "content": "hi"}]
+    assert reward(prompts=[prompt, prompt], completions=[[{"role": "assistant", "content": "checking</think>45"}],
+                                                         [{"role": "assistant", "content": "45 days"}]]) == [1.0, 0.0]
