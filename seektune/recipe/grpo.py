@@ -15,23 +15,29 @@ from pydantic import Field, field_validator, model_validator
 
 from seektune.recipe.base import _Section
 
-REWARD_NAMES = ("facts", "match", "format", "language", "glossary", "length", "python")
+REWARD_NAMES = ("facts", "match", "format", "language", "glossary", "length", "python", "judge")
 
 
 class RewardSpec(_Section):
     """One reward and its weight in the sum GRPO's advantages are computed from."""
 
-    name: Literal["facts", "match", "format", "language", "glossary", "length", "python"] = Field(
+    name: Literal["facts", "match", "format", "language", "glossary", "length", "python", "judge"] = Field(
         ..., description="facts: share of the row's meta.facts in the answer; match: the final \\boxed{} (or "
         "pattern) value equals the reference's; format: one non-empty <think>...</think>, then an answer; "
         "language: share of the row's language in reasoning and answer; glossary: required terms used as written, "
-        "no forbidden variant; length: 1 up to budget tokens, 0 at twice it; python: your own, module:function.")
+        "no forbidden variant; length: 1 up to budget tokens, 0 at twice it; python: your own, module:function; "
+        "judge (opt-in): an OpenAI-compatible endpoint scores each answer 0-10 against the reference by a rubric.")
     weight: float = Field(1.0, description="Weight in the summed reward.")
     pattern: str | None = Field(None, description="match: a regular expression whose first group is the final "
                                 "answer (default: the last \\boxed{...}).")
     budget: int = Field(256, gt=0, description="length: completion tokens before the penalty starts.")
     function: str | None = Field(None, description="python: module:function, called as trl calls a reward "
                                  "function (prompts, completions, completion_ids, **columns) -> [float | None].")
+    endpoint: str | None = Field(None, description="judge: the base URL of an OpenAI-compatible API.")
+    model: str = Field("default", description="judge: the model name sent.")
+    rubric: str | None = Field(None, description="judge: what a good answer is (default: correct, complete and "
+                               "consistent with the reference, in the question's language).")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="judge: the variable holding the API key.")
 
     @model_validator(mode="after")
     def _python_needs_function(self) -> "RewardSpec":
@@ -39,6 +45,8 @@ class RewardSpec(_Section):
             raise ValueError("a python reward needs function: module:function")
         if self.function and self.name != "python":
             raise ValueError(f"function: is for python rewards, not {self.name}")
+        if self.name == "judge" and not (self.endpoint or "").startswith(("http://", "https://")):
+            raise ValueError("a judge reward needs endpoint: the base URL of an OpenAI-compatible API")
         return self
 
 

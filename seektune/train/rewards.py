@@ -241,6 +241,8 @@ def make_reward(spec: Any, glossary: Sequence[GlossaryEntry] = (),
     ``<think>`` in every prompt (R1), so a completion starts inside it."""
     name = spec.name
 
+    if name == "judge":
+        return _judge_reward(spec, opens_think)
     if name == "python":
         module, _, attribute = (spec.function or "").partition(":")
         try:
@@ -274,3 +276,55 @@ def make_reward(spec: Any, glossary: Sequence[GlossaryEntry] = (),
     reward.__name__ = name
     reward.__qualname__ = name
     return reward
+
+
+JUDGE_RUBRIC = ("The answer is correct, complete and consistent with the reference answer, and written in the "
+                "question's language.")
+_SCORE = re.compile(r"\d+(?:\.\d+)?")
+
+
+def judge_prompt(question: str, reference: str, answer: str, rubric: str | None = None) -> list[dict[str, str]]:
+    """The judge's conversation: the rubric, then the three texts as data, then the one-number reply asked for."""
+    return [{"role": "system", "content": "You grade answers. Reply with one number from 0 to 10 and nothing else."},
+            {"role": "user", "content": f"Rubric: {rubric or JUDGE_RUBRIC}\n\n<question>\n{question}\n</question>\n"
+                                        f"<reference>\n{reference}\n</reference>\n<answer>\n{answer}\n</answer>\n\n"
+                                        "Score (0-10):"}]
+
+
+def judge_score(reply: str) -> float | None:
+    """The judge's first number, as a share of 10 (clipped to 0-1); None when it gave none."""
+    found = _SCORE.search(reply or "")
+    return None if found is None else min(max(float(found.group(0)) / 10.0, 0.0), 1.0)
+
+
+def _judge_reward(spec: Any, opens_think: bool) -> Callable[..., list[float | None]]:
+    """The opt-in ``judge`` reward: an OpenAI-compatible endpoint scores each answer against the reference by the
+    rubric, four requests at a time; a failed request or a reply without a number gives None (left out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seektune.models.endpoint import ChatEndpoint, EndpointError
+
+    endpoint = ChatEndpoint(spec.endpoint, spec.model, spec.api_key_env)
+
+    def question_of(prompt: Any) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        users = [turn.get("content") or "" for turn in prompt or [] if turn.get("role") == "user"]
+        return users[-1] if users else ""
+
+    def one(item: tuple[Any, str, str]) -> float | None:
+        prompt, reference, answer = item
+        try:
+            return judge_score(endpoint.chat(judge_prompt(question_of(prompt), reference, answer, spec.rubric),
+                                             max_tokens=8))
+        except EndpointError:
+            return None
+
+    def judge(prompts: list, completions: list, completion_ids: list | None = None, **columns: Any):
+        answers = [answer for _, answer in _answers(prompts, completions, opens_think)]
+        references = columns.get("reference") or [""] * len(answers)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(one, zip(prompts, references, answers)))
+
+    judge.__name__ = judge.__qualname__ = "judge"
+    return judge

@@ -130,3 +130,50 @@ def test_format_reward_of_an_r1_template_that_opened_think_for_a_conversational_
     prompt = [{"role": "user", "content": "hi"}]
     assert reward(prompts=[prompt, prompt], completions=[[{"role": "assistant", "content": "checking</think>45"}],
                                                          [{"role": "assistant", "content": "45 days"}]]) == [1.0, 0.0]
+
+
+def test_the_judge_reward_asks_an_endpoint_and_reads_its_score():
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.conftest import send_json, serve_http
+
+    asked = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            text = body["messages"][-1]["content"]
+            asked.append(text)
+            answer = text.split("<answer>")[1]
+            reply = "no idea" if "pardon" in answer else ("9" if "45 days" in answer else "2 out of 10")
+            send_json(self, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+        def log_message(self, *args):
+            pass
+
+    served = serve_http(Judge)
+    url = next(served)
+    try:
+        reward = make_reward(SimpleNamespace(name="judge", endpoint=url, model="m", rubric="Be right.",
+                                             api_key_env=None, pattern=None, budget=1, function=None))
+        prompt = [{"role": "user", "content": "How long do I have to return it?"}]
+        scores = reward(prompts=[prompt] * 3, completions=["<think>hmm</think>45 days.", "30 days.", "pardon?"],
+                        reference=["Returns are accepted within 45 days."] * 3)
+    finally:
+        next(served, None)
+    assert scores == [0.9, 0.2, None] and reward.__name__ == "judge"
+    assert all("Rubric: Be right." in text and "How long do I have to return it?" in text for text in asked)
+    assert not any("hmm" in text for text in asked)  # the judge sees the answer, not the reasoning
+
+
+def test_a_judge_reward_needs_an_endpoint(tmp_path):
+    from seektune.recipe import RecipeError, load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("objective: grpo\ndata: {paths: [faq.jsonl]}\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="judge reward needs endpoint"):
+        load_recipe(recipe, ["grpo.rewards=[judge]"])
+    judge = "{name: judge, endpoint: 'http://127.0.0.1:9/v1', weight: 0.5}"
+    loaded = load_recipe(recipe, [f"grpo.rewards=[facts, {judge}]"])
+    assert loaded.grpo.rewards[1].endpoint == "http://127.0.0.1:9/v1"
