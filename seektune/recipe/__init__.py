@@ -273,6 +273,15 @@ class EvalSpec(_Section):
                                     "tuned with base answer pairs, in both orders.")
 
 
+class GlossarySpec(_Section):
+    """The domain's glossary, shared by eval (term_coverage, term_errors), grpo's glossary reward and decoding."""
+
+    file: str = Field(..., description="A .csv / .tsv (term,forbidden;variants,note), .yaml / .json ([{term, "
+                      "forbidden, note}]) or .txt (one term per line) file, relative to the recipe.")
+    enforce: bool = Field(False, description="Decode eval answers with the forbidden variants made impossible (as "
+                          "eval.enforce_glossary; serve and chat take --glossary FILE).")
+
+
 class Recipe(_Section):
     task: Literal["sft", "classification"] = Field(
         "sft", description="sft: a chat assistant; classification: a label per text (rows {text, label}).")
@@ -296,6 +305,8 @@ class Recipe(_Section):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     synth: SynthSpec | None = Field(None, description="`seektune synth`: documents -> question/answer pairs to "
                                     "review (see the synth: keys).")
+    glossary: GlossarySpec | None = Field(None, description="The domain's glossary file (its terms and forbidden "
+                                          "variants) for eval, grpo and decoding; sets eval.glossary.")
     rag: RagSpec | None = Field(None, description="The documents the run answers from and their retrieval index "
                                 "(`seektune index RECIPE` builds it; data.rag uses it).")
     output_dir: str = Field("runs/run", description="Run directory, relative to the working directory.")
@@ -483,6 +494,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         if recipe.distill and not recipe.distill.teacher.startswith(("http://", "https://")):
             if (base_dir / recipe.distill.teacher).exists():
                 recipe.distill.teacher = str((base_dir / recipe.distill.teacher).resolve())
+    if recipe.glossary is not None and path is not None and Path(path).name != RESOLVED_NAME:
+        if recipe.eval.glossary is not None:
+            raise RecipeError(f"{source}: glossary.file and eval.glossary both name a glossary; keep one")
+        recipe.eval.glossary = recipe.glossary.file
+        recipe.eval.enforce_glossary = recipe.eval.enforce_glossary or recipe.glossary.enforce
     if isinstance(recipe.eval.glossary, str):
         entries = _read_glossary(base_dir / recipe.eval.glossary, source, "eval.glossary")
         recipe.eval.glossary = [entry.term for entry in entries]

@@ -88,3 +88,18 @@ def test_bans_follow_the_bytes_not_the_tokens(tiny_tokenizer_dir):
     assert all(table[i].startswith(b"s") or b"45 days" in table[i] for i in banned)
     assert not set(constraint.banned(tokenizer("within 30", add_special_tokens=False)["input_ids"])) - set(
         i for i, b in enumerate(table) if b"45 days" in b)
+
+
+def test_a_recipes_glossary_section_feeds_eval_and_enforcement(tmp_path):
+    from seektune.recipe import RecipeError, load_recipe
+
+    (tmp_path / "g.csv").write_text("term,forbidden\n定金,订金\n", encoding="utf-8")
+    (tmp_path / "r.yaml").write_text("data: {paths: [x.jsonl]}\nglossary: {file: g.csv, enforce: true}\n",
+                                     encoding="utf-8")
+    loaded = load_recipe(tmp_path / "r.yaml")
+    assert loaded.eval.glossary == ["定金"] and loaded.eval.forbidden == {"定金": ["订金"]}
+    assert loaded.eval.enforce_glossary
+    (tmp_path / "r.yaml").write_text("data: {paths: [x.jsonl]}\nglossary: {file: g.csv}\neval: {glossary: g.csv}\n",
+                                     encoding="utf-8")
+    with pytest.raises(RecipeError, match="keep one"):
+        load_recipe(tmp_path / "r.yaml")
