@@ -460,7 +460,9 @@ def test_modelfile_for_deepseek_r1_and_for_an_unknown_template(tiny_qwen2, tmp_p
     out, _ = _export(tiny_qwen2, tmp_path, "f16", chat_template=DEEPSEEK_R1)
     text = write_modelfile(out, tmp_path / "ollama" / "Modelfile").read_text()
     assert f"FROM ../gguf-f16/{out.name}" in text
-    assert "<｜User｜>{{ .Content }}<｜Assistant｜><think>\n" in text
+    # the system prompt opens the first user turn (message 1: Ollama's .Messages holds the system message first)
+    assert "<｜User｜>{{ if eq $i 1 }}{{ if $.System }}{{ $.System }}\n\n{{ end }}{{ end }}{{ .Content }}" in text
+    assert "{{ .Content }}<｜Assistant｜><think>\n" in text
     assert "SYSTEM" not in text
     for stop in ("<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<|im_end|>"):  # the last is the EOS
         assert f'PARAMETER stop "{stop}"' in text
