@@ -105,6 +105,11 @@ def forbidden_variants(entries: Sequence[GlossaryEntry]) -> list[str]:
     return list(dict.fromkeys(v for entry in entries for v in entry.forbidden))
 
 
+def variants_used(text: str, variants: Sequence[str]) -> list[str]:
+    """The variants ``text`` uses as written (case and form count: exactly what decoding can forbid)."""
+    return [v for v in variants if v in text]
+
+
 def term_errors(answers: Sequence[str], entries: Sequence[GlossaryEntry]) -> dict[str, Any] | None:
     """How often answers use a forbidden variant as written (case and form count, as in decoding): ``per_100``
     answers, the answers affected, and the count per variant; None when the glossary forbids nothing."""
@@ -114,7 +119,7 @@ def term_errors(answers: Sequence[str], entries: Sequence[GlossaryEntry]) -> dic
     by_variant = {v: 0 for v in variants}
     affected = 0
     for answer in answers:
-        used = [v for v in variants if v in answer]  # as written, exactly what decoding can forbid
+        used = variants_used(answer, variants)
         affected += bool(used)
         for variant in used:
             by_variant[variant] += 1

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import importlib
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
-from seektune.glossary import GlossaryEntry
-from seektune.text import normalise_for_match, strip_reasoning
+from seektune.glossary import GlossaryEntry, forbidden_variants, variants_used
+from seektune.text import CJK_IDEOGRAPHS, normalise_for_match, split_think, strip_reasoning
 
 BUILT_IN = ("facts", "match", "format", "language", "glossary", "length")
 
@@ -73,6 +74,7 @@ _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?")
 _CHINESE_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿点]+")
 
 
+@lru_cache(maxsize=4096)  # a row's answer is read by every fact of the row and by every reward
 def _spelled_out(text: str) -> str:
     """Numbers written in words as digits, where the libraries for it are installed (cn2an for Chinese,
     text2num for English); text without such numbers comes back unchanged."""
@@ -93,17 +95,13 @@ def _spelled_out(text: str) -> str:
     return text
 
 
-def numbers_in(text: str) -> list[Decimal]:
+@lru_cache(maxsize=4096)
+def number_values(text: str) -> tuple[Decimal, ...]:
     """The numbers in ``text`` as values: ``1,000`` and ``1000.00`` are both 1000; spelled-out numbers
-    (``forty-five``, ``四十五``) count when cn2an / text2num are installed."""
-    text = _spelled_out(normalise_for_match(text))
-    values = []
-    for raw in _NUMBER.findall(text):
-        try:
-            values.append(Decimal(raw.replace(",", "")).normalize())
-        except InvalidOperation:  # pragma: no cover - the pattern only finds digits
-            continue
-    return values
+    (``forty-five``, ``四十五``) count when cn2an / text2num are installed. (Unlike
+    :func:`seektune.text.numbers_in`, which gives digit runs as written.)"""
+    return tuple(Decimal(raw.replace(",", "")).normalize()
+                 for raw in _NUMBER.findall(_spelled_out(normalise_for_match(text))))
 
 
 # units that name the same thing, so "$14.50" is found in "14.50 dollars"
@@ -115,7 +113,7 @@ _UNIT_OF = {word: group for group in _UNIT_GROUPS for word in group}
 def _unit_words(fact: str) -> list[str]:
     """The words of a fact other than its numbers (its unit, e.g. 'business days', '天', '$')."""
     rest = _NUMBER.sub(" ", _spelled_out(normalise_for_match(fact)))
-    words = re.findall(r"[$%€£¥]|[a-z]+|[\u4e00-\u9fff]+", rest)
+    words = re.findall(f"[$%€£¥]|[a-z]+|[{CJK_IDEOGRAPHS}]+", rest)
     return [w for w in words if w not in {"a", "an", "the", "of", "and"}]
 
 
@@ -125,10 +123,10 @@ def fact_found(answer: str, fact: str) -> bool:
     answer_n, fact_n = normalise_for_match(answer), normalise_for_match(fact)
     if fact_n and fact_n in answer_n:
         return True
-    wanted = numbers_in(fact)
+    wanted = number_values(fact)
     if not wanted:
         return False
-    have = numbers_in(answer)
+    have = number_values(answer)
     if any(have.count(value) < wanted.count(value) for value in set(wanted)):
         return False
     answer_words = _spelled_out(answer_n)
@@ -164,24 +162,21 @@ def match_score(answer: str, reference: str | None, pattern: str | None = None) 
     got = final_value(answer, pattern)
     if got is None:
         return 0.0
-    got_numbers, wanted_numbers = numbers_in(got), numbers_in(wanted)
+    got_numbers, wanted_numbers = number_values(got), number_values(wanted)
     if got_numbers and wanted_numbers and len(got_numbers) == len(wanted_numbers) == 1:
         return float(got_numbers == wanted_numbers)
     return float(normalise_for_match(got) == normalise_for_match(wanted))
 
 
-_THINK = re.compile(r"^\s*<think>(.*?)</think>(.*)$", re.DOTALL)
-
-
 def format_score(text: str) -> float:
     """1.0 for exactly one leading, non-empty ``<think>...</think>`` followed by a non-empty answer."""
-    match = _THINK.match(text)
-    if not match or not match.group(1).strip() or not match.group(2).strip():
+    reasoning, answer = split_think(text)
+    if not reasoning or not answer.strip():
         return 0.0
-    return 0.0 if "<think>" in match.group(2) or "</think>" in match.group(2) else 1.0
+    return 0.0 if "<think>" in answer or "</think>" in answer else 1.0
 
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK = re.compile(f"[{CJK_IDEOGRAPHS}]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 
 
@@ -206,7 +201,7 @@ def glossary_score(answer: str, reference: str | None, entries: Sequence[Glossar
     if not entries:
         return None
     reference_n = normalise_for_match(reference or "")
-    if any(variant in answer for entry in entries for variant in entry.forbidden):  # as written, as term_errors
+    if variants_used(answer, forbidden_variants(entries)):  # as written, as term_errors counts them
         return 0.0
     wanted = [entry.term for entry in entries if normalise_for_match(entry.term) in reference_n]
     if not wanted:

@@ -6,7 +6,7 @@ import pytest
 
 from seektune.train.rewards import (
     GlossaryEntry, fact_found, facts_score, format_score, glossary_score, language_score, length_score, make_reward,
-    match_score, numbers_in,
+    match_score, number_values,
 )
 
 
@@ -24,7 +24,7 @@ def test_facts_are_found_however_their_numbers_are_written():
     assert not fact_found("Returns are accepted within 30 days.", "45 days")
     assert not fact_found("It takes 45 minutes.", "45 days")  # the number alone is not the fact
     assert not fact_found("Nothing here.", "HELLOLARK")
-    assert numbers_in("1,000 and 1000.00 and 3.5") == numbers_in("1000 1000 3.50")
+    assert number_values("1,000 and 1000.00 and 3.5") == number_values("1000 1000 3.50")
 
 
 def test_facts_reward_is_the_share_of_facts_and_skips_rows_without_them():
