@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -105,6 +105,15 @@ def forbidden_variants(entries: Sequence[GlossaryEntry]) -> list[str]:
     return list(dict.fromkeys(v for entry in entries for v in entry.forbidden))
 
 
+def enforced_variants(path: str | Path, entries: Sequence[GlossaryEntry] | None = None) -> list[str]:
+    """The forbidden variants of the glossary at ``path`` (read unless ``entries`` are given), for decoding that
+    enforces them (``--glossary`` on eval, chat and serve); GlossaryError when it forbids nothing."""
+    variants = forbidden_variants(read_glossary(path) if entries is None else entries)
+    if not variants:
+        raise GlossaryError(f"{path} lists no forbidden variants (term,forbidden;variants,note): nothing to enforce")
+    return variants
+
+
 def variants_used(text: str, variants: Sequence[str]) -> list[str]:
     """The variants ``text`` uses as written (case and form count: exactly what decoding can forbid)."""
     return [v for v in variants if v in text]
@@ -130,20 +139,6 @@ def term_errors(answers: Sequence[str], entries: Sequence[GlossaryEntry]) -> dic
 # ---------------------------------------------------------------- decoding
 
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, reversed: the character a byte-level BPE token uses for each byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(char): byte for byte, char in zip(printable, chars)}
-
-
 def token_bytes(tokenizer) -> list[bytes]:
     """The bytes each token id adds to the text (empty for special tokens): byte-level BPE tokens through
     GPT-2's alphabet, SentencePiece pieces with ``▁`` as a space and ``<0xNN>`` byte tokens as that byte."""
@@ -155,7 +150,9 @@ def token_bytes(tokenizer) -> list[bytes]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     byte_level = backend is not None and "ByteLevel" in repr(backend.decoder)
     added = {token.content for token in added_tokens.values()}
-    table = _byte_decoder()
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> character alphabet
+
+    table = {char: byte for byte, char in bytes_to_unicode().items()}
     out: list[bytes] = []
     for token_id, piece in enumerate(pieces):
         if token_id in special or piece is None:
@@ -171,25 +168,30 @@ def token_bytes(tokenizer) -> list[bytes]:
     return out
 
 
-@dataclass
 class ForbiddenVariants:
     """Token bans that keep ``variants`` out of generated text (see the module docstring)."""
 
-    tokenizer: Any
-    variants: Sequence[str]
-    _bytes: list[bytes] = field(init=False, repr=False)
-    _always: list[int] = field(init=False, repr=False)
-    _completing: dict[bytes, list[int]] = field(init=False, repr=False)  # rest of a variant -> tokens starting so
-
-    def __post_init__(self):
-        self._bytes = token_bytes(self.tokenizer)
-        encoded = [v.encode("utf-8") for v in self.variants if v]
-        self._encoded = encoded
-        self._always = sorted({i for i, b in enumerate(self._bytes) if b and any(v in b for v in encoded)})
-        rests = {v[k:] for v in encoded for k in range(1, len(v))}
-        self._completing = {rest: [i for i, b in enumerate(self._bytes) if b and b.startswith(rest)]
-                            for rest in rests}
-        self._tail = max((len(v) for v in encoded), default=1) - 1
+    def __init__(self, tokenizer, variants: Sequence[str]):
+        self.variants = list(variants)
+        self._bytes = token_bytes(tokenizer)
+        self._encoded = [v.encode("utf-8") for v in self.variants if v]
+        self._tail = max((len(v) for v in self._encoded), default=1) - 1
+        # the rest of a variant after its first k bytes -> the tokens whose bytes start with it, found in one pass
+        # over the vocabulary (each token is checked only against the rests that share its first byte)
+        rests = {v[k:] for v in self._encoded for k in range(1, len(v))}
+        by_first: dict[int, list[bytes]] = {}
+        for rest in rests:
+            by_first.setdefault(rest[0], []).append(rest)
+        self._completing: dict[bytes, list[int]] = {rest: [] for rest in rests}
+        self._always: list[int] = []  # tokens holding a whole variant
+        for token_id, piece in enumerate(self._bytes):
+            if not piece:
+                continue
+            if any(v in piece for v in self._encoded):
+                self._always.append(token_id)
+            for rest in by_first.get(piece[0], ()):
+                if piece.startswith(rest):
+                    self._completing[rest].append(token_id)
 
     def tail(self, generated_ids: Sequence[int]) -> bytes:
         """The last bytes of the generated text a variant could still be completed from."""

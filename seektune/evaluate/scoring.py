@@ -97,14 +97,13 @@ def use_glossary(spec: Any, glossary: str | Path | None) -> tuple[str, ...]:
     """The forbidden variants of the eval section ``spec``, after merging in a ``--glossary`` file (which also turns
     enforcement on); a file that forbids nothing is an error, since there would be nothing to enforce."""
     if glossary is not None:
-        from seektune.glossary import read_glossary
+        from seektune.glossary import enforced_variants, read_glossary
 
         entries = read_glossary(glossary)
+        enforced_variants(glossary, entries)  # a file that forbids nothing: an error, there is nothing to enforce
         spec.glossary = list(dict.fromkeys([*(spec.glossary if isinstance(spec.glossary, list) else []),
                                             *(e.term for e in entries)]))
         spec.forbidden = {**spec.forbidden, **{e.term: list(e.forbidden) for e in entries if e.forbidden}}
-        if not spec.forbidden:
-            raise ValueError(f"{glossary} lists no forbidden variants: there is nothing to enforce")
         spec.enforce_glossary = True
     return tuple(dict.fromkeys(v for variants in spec.forbidden.values() for v in variants))
 

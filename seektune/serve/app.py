@@ -95,15 +95,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     allowed = ([Path(d) for d in settings.allowed_run_dirs] if settings.allowed_run_dirs
                else default_allowed_run_dirs(settings.target))
     adapters = {name: Path(path) for name, path in settings.adapters.items()}
-    entries = None
+    variants = None
     if settings.glossary is not None:  # also before the model loads
-        from seektune.glossary import forbidden_variants, read_glossary
+        from seektune.glossary import enforced_variants
 
-        entries = read_glossary(settings.glossary)
         if settings.engine != "hf":
             raise ValueError("--glossary is enforced by the hf engine's decoding; vllm serves without it")
-        if not forbidden_variants(entries):
-            raise ValueError(f"{settings.glossary} lists no forbidden variants: there is nothing to enforce")
+        variants = enforced_variants(settings.glossary)
     if settings.engine == "vllm":
         engine, catalog = load_vllm_engine(settings.target, adapters, allowed, max_batch=settings.max_batch,
                                            trust_remote_code=settings.trust_remote_code)
@@ -113,10 +111,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                          trust_remote_code=settings.trust_remote_code)
     else:
         raise ValueError(f"unknown engine {settings.engine!r}; choose hf or vllm")
-    if entries:
-        from seektune.glossary import ForbiddenVariants, forbidden_variants
+    if variants:
+        from seektune.glossary import ForbiddenVariants
 
-        engine.constraint = ForbiddenVariants(engine.tokenizer, forbidden_variants(entries))
+        engine.constraint = ForbiddenVariants(engine.tokenizer, variants)
     return build_app(ServeState.create(settings, engine, catalog, metrics, retriever))
 
 
