@@ -37,12 +37,16 @@ def load_for_chat(target: str):
 
 @torch.inference_mode()
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, stream: bool = True,
-          constraint=None) -> str:
+          constraint=None, reasoning: bool | None = None) -> str:
     """Greedy, except for a reasoning (R1-style) model: DeepSeek's temperature 0.6 and top-p 0.95 (greedy
-    decoding makes those repeat themselves)."""
+    decoding makes those repeat themselves). ``reasoning``: whether the template opens ``<think>`` (None: find
+    out from the tokenizer; a chat loop passes what it found once)."""
     from transformers import TextStreamer
 
     from seektune.models.registry import R1_SAMPLING, opens_think
+
+    if reasoning is None:
+        reasoning = opens_think(tokenizer)
 
     ids = torch.tensor([prompt_ids(tokenizer, messages)], device=next(model.parameters()).device)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -50,7 +54,7 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, str
     output = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
-        **({"do_sample": True, **R1_SAMPLING} if opens_think(tokenizer) else {"do_sample": False}),
+        **({"do_sample": True, **R1_SAMPLING} if reasoning else {"do_sample": False}),
         streamer=streamer,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
@@ -108,24 +112,25 @@ def responder(target: str, backend: str = "torch", variants: list[str] | None = 
         system = _system_prompt(target)
     else:
         model, tokenizer, system = load_for_chat(target)
+    from seektune.models.registry import opens_think
+
     constraint = None
     if variants:
         from seektune.glossary import ForbiddenVariants
 
         constraint = ForbiddenVariants(tokenizer, variants)
+    reasoning = opens_think(tokenizer)  # once per session, not per question
     return (lambda messages, max_new_tokens: reply(model, tokenizer, messages, max_new_tokens,
-                                                   constraint=constraint)), system
+                                                   constraint=constraint, reasoning=reasoning)), system
 
 
 def run(target: str, message: str | None = None, max_new_tokens: int = 256, backend: str = "torch",
         rag: str | Path | None = None, rag_k: int = 4, glossary: str | Path | None = None) -> None:
     variants = None
     if glossary is not None:
-        from seektune.glossary import forbidden_variants, read_glossary
+        from seektune.glossary import enforced_variants
 
-        variants = forbidden_variants(read_glossary(glossary))
-        if not variants:
-            raise ValueError(f"{glossary} lists no forbidden variants: there is nothing to enforce")
+        variants = enforced_variants(glossary)
     retriever = None
     if rag is not None:  # before the model loads: a wrong index path fails at once
         from seektune.serve.retrieval import Retriever

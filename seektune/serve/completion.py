@@ -30,8 +30,8 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from seektune.models.registry import R1_SAMPLING
 from seektune.data.render import continuation_ids, encode_user_text, with_special_tokens
+from seektune.models.registry import R1_SAMPLING
 from seektune.serve.catalog import Catalog
 from seektune.serve.errors import APIError, error_body
 from seektune.serve.feedback import StoredChoice
@@ -132,8 +132,7 @@ def sampling_params(state: ServeState, body: SamplingFields, prompt_len: int, re
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
         raise APIError(400, "stop takes at most 4 strings.", code="above_server_limit", param="stop")
-    reasoning = getattr(engine, "reasoning", False)  # an R1-style template: DeepSeek's sampling when not asked
-    default_t, default_p = (R1_SAMPLING["temperature"], R1_SAMPLING["top_p"]) if reasoning else (1.0, 1.0)
+    default_t, default_p = (R1_SAMPLING["temperature"], R1_SAMPLING["top_p"]) if state.reasoning else (1.0, 1.0)
     return SamplingParams(
         max_tokens=min(requested or settings.max_tokens_cap, room),
         temperature=default_t if body.temperature is None else body.temperature,

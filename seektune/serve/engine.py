@@ -42,7 +42,6 @@ from pathlib import Path
 
 import torch
 
-from seektune.models.registry import opens_think
 from seektune.serve.generation import Delta, EngineError, GenerationHandle, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -230,7 +229,6 @@ class HFEngine:
         self.max_batch, self.batch_wait_s = max(1, max_batch), max(0.0, batch_wait_ms / 1000)
         self.on_step = on_step
         self.constraint = None  # a seektune.glossary.ForbiddenVariants: its variants are never generated
-        self.reasoning = opens_think(tokenizer)  # R1-style template: requests without sampling get DeepSeek's
         self.device = next(model.parameters()).device
         config = getattr(model, "config", None)
         self.context_length: int | None = getattr(config, "max_position_embeddings", None)

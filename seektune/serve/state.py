@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from seektune.models.registry import opens_think
 from seektune.runs import RunDir
 from seektune.serve.catalog import Catalog
 from seektune.serve.feedback import FeedbackStore
@@ -137,9 +138,12 @@ class ServeState:
     cache: ResponseCache | None = None
     retriever: Retriever | None = None  # --rag: the index chat requests are grounded in (retrieval.py)
     created: int = field(default_factory=lambda: int(time.time()))  # `created` of every model in /v1/models
+    reasoning: bool = field(init=False, default=False)  # the served template opens <think> (set from the engine)
 
     def __post_init__(self) -> None:
         self.metrics.watch(self.engine)
+        # an R1-style template (it opens <think> for every answer): requests that give no sampling get DeepSeek's
+        self.reasoning = opens_think(self.engine.tokenizer)
 
     @classmethod
     def create(cls, settings: ServeSettings, engine: Engine, catalog: Catalog,

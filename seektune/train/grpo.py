@@ -76,12 +76,13 @@ def trainer_classes():
 def objective_fields(recipe: Recipe) -> dict[str, Any]:
     """The recipe's grpo section as fields of trl's GRPOConfig."""
     spec = recipe.grpo
+    vllm = _vllm_available()
     return {"num_generations": spec.num_generations, "max_completion_length": spec.max_completion_length,
             "temperature": spec.temperature, "top_p": spec.top_p, "beta": spec.beta, "loss_type": spec.loss_type,
             "scale_rewards": spec.scale_rewards, "num_iterations": spec.num_iterations,
             "reward_weights": [reward.weight for reward in spec.rewards], "log_completions": False,
             # on CUDA with vLLM installed, trl generates the groups through vLLM (colocated); else transformers
-            "use_vllm": _vllm_available(), **({"vllm_mode": "colocate"} if _vllm_available() else {})}
+            "use_vllm": vllm, **({"vllm_mode": "colocate"} if vllm else {})}
 
 
 def _vllm_available() -> bool:
