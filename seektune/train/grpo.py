@@ -22,7 +22,7 @@ from typing import Any
 
 from seektune.data import prepare
 from seektune.data.io import Reject, read_jsonl
-from seektune.data.render import control_safe, mark_user_text, prompt_text
+from seektune.data.render import control_safe, mark_user_text, prompt_ids
 from seektune.recipe import Recipe
 from seektune.runs import run_of
 from seektune.text import language_of
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def prompt_rows(records: list[dict[str, Any]], tokenizer, max_prompt_length: int, split: str):
-    """Records -> trl's conversational prompt rows with the reward columns, and rejects for prompts that are
-    too long or have no user turn to answer."""
-    rows, rejects = [], []
+    """Records -> ``(rows, prompt_lengths, rejects)``: trl's conversational prompt rows with the reward columns,
+    each prompt's length in tokens, and rejects for prompts that are too long or have no user turn to answer."""
+    rows, lengths, rejects = [], [], []
     for record in records:
         messages = record["messages"]
         prompt = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
@@ -45,7 +45,7 @@ def prompt_rows(records: list[dict[str, Any]], tokenizer, max_prompt_length: int
         if not prompt or prompt[-1]["role"] != "user":
             rejects.append(Reject(origin, f"grpo:{split}", "no_prompt", "no user turn to answer", record))
             continue
-        length = len(tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+        length = len(prompt_ids(tokenizer, prompt))
         if length > max_prompt_length:
             rejects.append(Reject(origin, f"grpo:{split}", "prompt_too_long",
                                   f"{length} prompt tokens, over {max_prompt_length}", record))
@@ -53,8 +53,9 @@ def prompt_rows(records: list[dict[str, Any]], tokenizer, max_prompt_length: int
         reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
         facts = [str(f) for f in record["meta"].get("facts") or [] if str(f).strip()]
         rows.append({"prompt": mark_user_text(tokenizer, prompt), "reference": reference, "facts": facts,
-                     "language": language_of(prompt[-1]["content"]), "prompt_tokens": length})
-    return rows, rejects
+                     "language": language_of(prompt[-1]["content"])})
+        lengths.append(length)
+    return rows, lengths, rejects
 
 
 def glossary_entries(recipe: Recipe) -> list[GlossaryEntry]:
@@ -121,7 +122,7 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
     loaded, adapter_config = pipeline.load_student(recipe)
     tokenizer = control_safe(loaded.tokenizer)
     limit = spec.max_prompt_length or recipe.data.max_length
-    rows, rejects = prompt_rows(train_records, tokenizer, limit, "train")
+    rows, lengths, rejects = prompt_rows(train_records, tokenizer, limit, "train")
     if main_process:
         prepare.record_late_rejects(run, "grpo", rejects)
     if not rows:
@@ -130,7 +131,8 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
     from seektune.models.registry import opens_think
 
     opened = opens_think(tokenizer)  # an R1 template: every completion starts inside <think>
-    rewards = [make_reward(reward, glossary_entries(recipe), opened) for reward in spec.rewards]
+    glossary = glossary_entries(recipe)
+    rewards = [make_reward(reward, glossary, opened) for reward in spec.rewards]
     names = [getattr(function, "__name__", reward.name) for function, reward in zip(rewards, spec.rewards)]
     trainer_class, config_class = trainer_classes()
     fields = objective_fields(recipe)
@@ -141,7 +143,7 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
         model=model,
         reward_funcs=rewards,
         args=args,
-        train_dataset=Dataset.from_list([{k: v for k, v in row.items() if k != "prompt_tokens"} for row in rows]),
+        train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=adapter_config,
         callbacks=[DropReferenceAdapter()],
@@ -151,8 +153,8 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
         # full / freeze: trl loaded the reference from the model's path, which misses model.merge
         trainer.ref_model = trainer.accelerator.prepare_model(
             copy.deepcopy(model).eval().requires_grad_(False), evaluation_mode=True)
-    token_counts = Dataset.from_dict({"length": [row["prompt_tokens"] + spec.max_completion_length
-                                                 for row in rows for _ in range(spec.num_generations)]})
+    token_counts = Dataset.from_dict({"length": [length + spec.max_completion_length
+                                                 for length in lengths for _ in range(spec.num_generations)]})
     return pipeline.Built(trainer, tokenizer, token_counts, loaded.family.name, "padded",
                           extra=lambda trained: {"grpo": {
                               **{k: v for k, v in fields.items() if k != "log_completions"},
