@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from seektune.rag.index import Index, RagIndexError
+from seektune.rag.index import Index, RagIndexError, SettingsDiffer
 
 
 def _say(text: str) -> None:
@@ -70,6 +70,6 @@ def index_from_recipe(recipe: Any, say: Callable[[str], None] = _say, warn: Call
     try:
         return update_index(spec.index, spec.documents, encoder=spec.encoder, chunk_tokens=spec.chunk_tokens,
                             overlap=spec.overlap, sync=True, say=say, warn=warn)
-    except RagIndexError as error:
-        raise RagIndexError(f"rag.index: {error} (for a recipe: set rag.encoder / chunk_tokens / overlap to the "
-                            f"index's, or delete {spec.index} to rebuild it)") from None
+    except SettingsDiffer as error:  # the recipe's settings are always given: say how to reconcile them
+        raise RagIndexError(f"rag.index: {error.built}; set rag.encoder / chunk_tokens / overlap to those, or "
+                            f"delete {spec.index} to rebuild it") from None

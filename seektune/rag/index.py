@@ -81,6 +81,15 @@ class RagIndexError(ValueError):
     """An index that cannot be opened or built as asked (with what to do about it)."""
 
 
+class SettingsDiffer(RagIndexError):
+    """Settings asked of an existing index that differ from those it was built with (``built``: which, and how)."""
+
+    def __init__(self, path, built: str):
+        self.built = f"{path} was built with {built}"
+        super().__init__(f"{self.built}; a setting of an existing index cannot change - leave it out, or build a "
+                         "new index in another directory")
+
+
 class Embedder(Protocol):
     name: str
     dim: int
@@ -275,8 +284,7 @@ class Index:
                   if value is not None and value != index.settings[key]]
         if differ:
             index.close()
-            raise RagIndexError(f"{path} was built with {', '.join(differ)}; a setting of an existing index cannot "
-                                "change - leave it out, or build a new index in another directory")
+            raise SettingsDiffer(path, ", ".join(differ))
         return index
 
     @staticmethod
