@@ -346,3 +346,15 @@ def to_record(
             raise FormatError("wrong_type", "field 'facts' must be a list of strings")
         meta["facts"] = facts
     return record
+
+
+def with_reasoning(record: dict[str, Any], policy: str) -> dict[str, Any]:
+    """A record with its assistant turns' reasoning as ``data.reasoning`` says: ``drop_history`` removes it from
+    every assistant turn but the last, ``drop`` from all; ``keep`` returns the record as it is."""
+    if policy == "keep" or "messages" not in record:
+        return record
+    assistant = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant"]
+    keep = {assistant[-1]} if policy == "drop_history" and assistant else set()
+    messages = [m if i in keep or "reasoning" not in m else {k: v for k, v in m.items() if k != "reasoning"}
+                for i, m in enumerate(record["messages"])]
+    return {**record, "messages": messages}

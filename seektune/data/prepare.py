@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from seektune.data.card import length_stats, write_card
-from seektune.data.formats import FormatError, to_record
+from seektune.data.formats import FormatError, to_record, with_reasoning
 from seektune.data.io import RawRow, Reject, read_rows, write_jsonl
 from seektune.data.split import SPLITS, split_by_group, split_by_ratio
 from seektune.recipe import DataSpec, Recipe
@@ -282,6 +282,8 @@ def run(recipe: Recipe) -> Path:
                for r in _progress(records, "clean")]
     card["clean_changed"] = dict(cleaner.changed)
     ledger.step("clean", len(records), ", ".join(f"{k}: {v}" for k, v in cleaner.changed.items() if v))
+    if spec.reasoning != "keep":  # before the length checks: they measure what will be trained and asked
+        records = [with_reasoning(r, spec.reasoning) for r in records]
     # keyed by id(): every record that passes the filters stays referenced (in a split or in
     # ledger.rejects) until the card is written, so no id is reused by a later record
     rendered_lengths: dict[int, int] = {}

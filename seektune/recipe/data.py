@@ -136,9 +136,9 @@ class DataSpec(_Section):
     system_prompt: str | None = Field(None, description="System message added to rows that have none.")
     max_length: int = Field(1024, gt=8, description="Token limit after rendering (see filters.overlength).")
     reasoning: Literal["keep", "drop_history", "drop"] = Field(
-        "keep", description="Assistant turns' reasoning (<think>) in training: keep every turn's in the text and the "
-        "loss; drop_history keeps only the final turn's (as R1's own template shows history); drop trains answers "
-        "without reasoning.")
+        "keep", description="Assistant turns' reasoning (<think>) in the prepared rows, so in training and in the "
+        "history of eval prompts: keep every turn's (in the text and the loss); drop_history only the final turn's "
+        "(as R1's own template shows history); drop none.")
     clean: list[str | dict[str, dict[str, Any]]] = Field(
         default_factory=lambda: ["strip_control", "strip_html", "unescape_html", "nfkc", "whitespace"],
         description="Ordered cleaning steps: strip_control, strip_html, unescape_html, nfkc, whitespace, "

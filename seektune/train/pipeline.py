@@ -40,18 +40,6 @@ from seektune.train.methods import (
 log = logging.getLogger(__name__)
 
 
-def with_reasoning(record: dict[str, Any], policy: str) -> dict[str, Any]:
-    """A record with its assistant turns' reasoning as ``data.reasoning`` says: ``drop_history`` removes it from
-    every assistant turn but the last, ``drop`` from all; ``keep`` returns the record as it is."""
-    if policy == "keep" or "messages" not in record:
-        return record
-    assistant = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant"]
-    keep = {assistant[-1]} if policy == "drop_history" and assistant else set()
-    messages = [m if i in keep or "reasoning" not in m else {k: v for k, v in m.items() if k != "reasoning"}
-                for i, m in enumerate(record["messages"])]
-    return {**record, "messages": messages}
-
-
 def render_split(tokenizer, records: list[dict[str, Any]], max_length: int, split: str):
     """Records -> a datasets.Dataset of input_ids/labels/length, plus rejects for rows that cannot train."""
     from datasets import Dataset
@@ -234,9 +222,6 @@ def render_splits(recipe: Recipe, tokenizer, main_process: bool = True, train_sp
 
         train_records = order_by_difficulty(recipe, tokenizer, train_records)
     val_records = read_jsonl(run.split("val"))
-    if recipe.data.reasoning != "keep":
-        train_records = [with_reasoning(r, recipe.data.reasoning) for r in train_records]
-        val_records = [with_reasoning(r, recipe.data.reasoning) for r in val_records]
     if recipe.data.rag is not None:
         train_records, val_records = _with_retrieved_context(recipe, run, train_split, train_records, val_records,
                                                              main_process)

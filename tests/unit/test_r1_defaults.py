@@ -46,7 +46,7 @@ CONVERSATION = [
                                           ("drop_history", ["Exchanges get"]), ("drop", [])])
 def test_training_text_holds_the_reasoning_the_recipe_keeps(tokenizer, policy, kept):
     from seektune.data.render import render
-    from seektune.train.pipeline import with_reasoning
+    from seektune.data.formats import with_reasoning
 
     tokenizer.chat_template = DEEPSEEK_R1
     rendered = render(tokenizer, with_reasoning({"messages": CONVERSATION, "meta": {}}, policy)["messages"])
