@@ -274,12 +274,11 @@ class Index:
                        overlap: int | None = None, embedder: Embedder | None = None) -> "Index":
         """The index at ``path``, or a new one. Settings left None take the index's own (or, for a new index,
         the defaults); one given that differs from an existing index's is an error, not silently ignored."""
-        if not (Path(path) / _DB).is_file():
-            defaults = {"encoder": encoder or DEFAULT_ENCODER, "chunk_tokens": chunk_tokens or 200,
-                        "overlap": 32 if overlap is None else overlap}
-            return cls.create(path, embedder=embedder, **defaults)
+        asked = {"encoder": encoder, "chunk_tokens": chunk_tokens, "overlap": overlap}
+        if not (Path(path) / _DB).is_file():  # create()'s own defaults for what was not asked
+            return cls.create(path, embedder=embedder, **{k: v for k, v in asked.items() if v is not None})
         index = cls.open(path, embedder=embedder)
-        asked = {"encoder": encoder and encoder_name(encoder), "chunk_tokens": chunk_tokens, "overlap": overlap}
+        asked["encoder"] = encoder and encoder_name(encoder)
         differ = [f"{key} {index.settings[key]} (asked: {value})" for key, value in asked.items()
                   if value is not None and value != index.settings[key]]
         if differ:
