@@ -13,6 +13,7 @@ Every stage writes into one run directory and later stages read only from it::
     classifier/ ngram/           task classification: the fine-tuned encoder; the character n-gram classifier
     checkpoints/ last-good/      sealed checkpoints; the weights before a non-finite loss
     train.json logs/             loss history; TensorBoard logs
+    progress.jsonl               each logged step and the step count while training runs (the studio's live curve)
     eval/ eval-old/ human_eval/  metrics, samples, answer cache; an update's old-run eval; human sheets
     distill/                     a distillation's teacher caches
     export/<kind>/               merged, int8, onnx, gguf
@@ -147,6 +148,10 @@ class RunDir:
     @property
     def train_summary(self) -> Path:
         return self.path / "train.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.path / "progress.jsonl"
 
     @property
     def classifier(self) -> Path:

@@ -1,8 +1,12 @@
 """Trainer callbacks: a generation metric on the val split for early stopping and best-model selection,
-and a line announcing each val-loss pass."""
+a line announcing each val-loss pass, and the progress file a watcher (``seektune studio``) reads."""
 
 from __future__ import annotations
 
+import json
+import math
+import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -70,6 +74,45 @@ class AnnounceValPass(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self._announce(args, state, control)
+
+
+class ProgressFile(TrainerCallback):
+    """Append training's progress to ``<run>/progress.jsonl`` as it happens, one JSON object per line:
+    ``{"event": "begin", "max_steps"}``, ``{"event": "step", "step", "max_steps"}`` (at most one every
+    ``every_s`` seconds, and the last step), ``{"event": "log", "step", "epoch", "loss", ...}`` (each entry
+    the Trainer logs) and ``{"event": "end", "step"}``. Another process can follow the file while training
+    runs: the loss curve without parsing the terminal's progress bar."""
+
+    def __init__(self, path: Path, every_s: float = 1.0):
+        self.path, self.every_s = Path(path), every_s
+        self.last_written = 0.0
+
+    def _write(self, state, entry: dict[str, Any]) -> None:
+        if state.is_world_process_zero:
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(entry, allow_nan=False, default=str) + "\n")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("", encoding="utf-8")  # a new training (or a resumed one) starts a new file
+        self._write(state, {"event": "begin", "step": state.global_step, "max_steps": state.max_steps,
+                            "time": time.time()})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.monotonic()
+        if now - self.last_written >= self.every_s or state.global_step >= state.max_steps:
+            self.last_written = now
+            self._write(state, {"event": "step", "step": state.global_step, "max_steps": state.max_steps,
+                                "time": time.time()})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        finite = {k: v for k, v in (logs or {}).items() if not isinstance(v, float) or math.isfinite(v)}
+        self._write(state, {"event": "log", "step": state.global_step, **finite})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(state, {"event": "end", "step": state.global_step, "max_steps": state.max_steps,
+                            "time": time.time()})
 
 
 class LoggedMetrics:

@@ -146,7 +146,7 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=adapter_config,
-        callbacks=[DropReferenceAdapter()],
+        callbacks=[DropReferenceAdapter(), pipeline.progress_callback(recipe)],
         keep_checkpoints=recipe.train.save_total_limit,
     )
     if spec.beta and trainer.ref_model is not None and recipe.model.merge:

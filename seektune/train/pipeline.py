@@ -276,6 +276,13 @@ def stopping_callbacks(recipe: Recipe, tokenizer, val_records: list[dict[str, An
     return callbacks
 
 
+def progress_callback(recipe: Recipe):
+    """The callback that writes ``<run>/progress.jsonl`` (steps and logged losses as training goes)."""
+    from seektune.train.callbacks import ProgressFile
+
+    return ProgressFile(run_of(recipe).progress)
+
+
 def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, rendered=None,
                   train_split: str = "train", **trainer_kwargs) -> Built:
     """Model, rendered splits and trainer for a recipe whose data is prepared.
@@ -292,7 +299,8 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
     train_set, val_set, val_records = rendered or render_splits(recipe, tokenizer, main_process, train_split)
 
     use_tensorboard_dir(recipe)
-    callbacks = stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])
+    callbacks = [progress_callback(recipe),
+                 *stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])]
     if val_set is not None and recipe.train.val_loss and main_process:
         from seektune.train.callbacks import AnnounceValPass
 

@@ -192,7 +192,7 @@ def build(recipe: Recipe, main_process: bool = True) -> pipeline.Built:
     args = pipeline.training_args(recipe, bool(val_rows), config_class=config_class,
                                   sampling=sampling(recipe), **fields)
     pipeline.use_tensorboard_dir(recipe)
-    callbacks = [DropReferenceAdapter(),
+    callbacks = [DropReferenceAdapter(), pipeline.progress_callback(recipe),
                  *pipeline.stopping_callbacks(recipe, tokenizer, val_records if val_rows else [])]
     extra: dict[str, Any] = {}
     if objective != "orpo" and adapter_config is None and not isinstance(loaded.model, PeftModel):
