@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from seektune.cli.index import index_command
+from seektune.cli.studio import studio_command
 from seektune.cli.common import (
     _fail, _guard, _load, _quiet_libraries, console, err, print_export, print_prepare_summary, print_update,
 )
@@ -72,6 +73,7 @@ def synth(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 
 
 app.command(name="index")(index_command)
+app.command(name="studio")(studio_command)
 
 
 def _prepare_stage(recipe):

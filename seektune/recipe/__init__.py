@@ -9,6 +9,7 @@ stages (``eval``, ``chat``) need nothing but the run directory.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import typing
 from pathlib import Path
@@ -514,6 +515,71 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for index in range(len(recipe.stages or [])):
         recipe.stage_recipe(index, recipe.output_dir)  # a typo in any stage stops the run before the first one starts
     return recipe
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def rebase_paths(raw: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """A raw recipe (the YAML mapping) whose relative file paths are made absolute against ``base_dir``:
+    what `load_recipe` resolves against a recipe file's folder, done on the mapping, so the recipe can be
+    saved elsewhere (``seektune studio`` keeps its recipes in the runs directory) and mean the same files.
+    Keys whose value may also be a name (``model``, ``model.adapter``, ``model.merge``, the teachers) change
+    only when the path exists, as `load_recipe` does; ``output_dir`` is relative to the working directory
+    and stays. A unit test holds this to `load_recipe`."""
+    base = Path(base_dir).resolve()
+    raw = copy.deepcopy(raw)
+
+    def path(value: Any, only_if_exists: bool = False) -> Any:
+        if not isinstance(value, str) or not value or _is_url(value) or Path(value).is_absolute():
+            return value
+        candidate = base / value
+        return str(candidate.resolve()) if not only_if_exists or candidate.exists() else value
+
+    def paths(value: Any, only_if_exists: bool = False) -> Any:
+        if isinstance(value, list):
+            return [path(v, only_if_exists) for v in value]
+        return path(value, only_if_exists)
+
+    def section(node: Any, key: str) -> dict[str, Any] | None:
+        return node.get(key) if isinstance(node, dict) and isinstance(node.get(key), dict) else None
+
+    if isinstance(raw.get("model"), str):
+        raw["model"] = path(raw["model"], only_if_exists=True)
+    if model := section(raw, "model"):
+        for key in ("name", "adapter"):
+            if key in model:
+                model[key] = path(model[key], only_if_exists=True)
+        if "merge" in model:
+            model["merge"] = paths(model["merge"], only_if_exists=True)
+    if data := section(raw, "data"):
+        if "paths" in data:
+            data["paths"] = paths(data["paths"])
+        if (rag := section(data, "rag")) and "index" in rag:
+            rag["index"] = path(rag["index"])
+    for stage in raw.get("stages") or []:
+        if (data := section(stage, "data")) and "paths" in data:
+            data["paths"] = paths(data["paths"])
+    if rag := section(raw, "rag"):
+        for key in ("documents", "index"):
+            if key in rag:
+                rag[key] = paths(rag[key])
+    if (distill := section(raw, "distill")) and "teacher" in distill:
+        distill["teacher"] = path(distill["teacher"], only_if_exists=True)
+    if (glossary := section(raw, "glossary")) and "file" in glossary:
+        glossary["file"] = path(glossary["file"])
+    if (evaluation := section(raw, "eval")) and isinstance(evaluation.get("glossary"), str):
+        evaluation["glossary"] = path(evaluation["glossary"])
+    if synth := section(raw, "synth"):
+        for key in ("documents", "dedup_against"):
+            if key in synth:
+                synth[key] = paths(synth[key])
+        if "teacher" in synth:
+            synth["teacher"] = path(synth["teacher"], only_if_exists=True)
+        if isinstance(synth.get("glossary"), str):
+            synth["glossary"] = path(synth["glossary"])
+    return raw
 
 
 def _read_glossary(path: Path, source: str, key: str):

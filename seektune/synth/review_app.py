@@ -42,7 +42,7 @@ from seektune.data.review import MAX_TEXT, STATUSES, STORE_SUFFIXES, ReviewError
 from seektune.runs import RunDir
 from seektune.serve.guard import ANY_HOST, default_allowed_hosts, host_name
 
-__all__ = ["build_review_app", "resolve_store", "serve_review"]
+__all__ = ["ReviewGuard", "build_review_app", "page_url", "resolve_store", "serve_review", "validation_error"]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def decide(pair_id: str, decision: Decision, store: StoreDep) -> dict[str, Any]:
     return pair.public()
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """400 naming the field, as `seektune serve` answers, instead of FastAPI's 422 list."""
     problems = []
     for error in exc.errors():
@@ -168,8 +168,11 @@ class ReviewGuard:
     security headers on every response (refusals included)."""
 
     def __init__(self, app, *, token: str | None, allowed_hosts: list[str] | None,
-                 max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S):
-        self.app, self.token = app, token
+                 max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
+                 open_paths: set[str] = OPEN_PATHS, what: str = "review page", cookie: str | None = None):
+        """``cookie``: the name of a cookie that may carry the token instead of the header (the studio sets it
+        SameSite=Strict, so frames of the run's own pages load; a cross-site request never carries it)."""
+        self.app, self.token, self.open_paths, self.what, self.cookie = app, token, open_paths, what, cookie
         self.allowed_hosts = None if not allowed_hosts or ANY_HOST in allowed_hosts else {
             host_name(h) for h in allowed_hosts}
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
@@ -201,10 +204,10 @@ class ReviewGuard:
             if host not in self.allowed_hosts:
                 return 400, (f"Host {host or '(none)'!r} is not served here (DNS rebinding guard); open the page "
                              f"at an allowed name: {', '.join(sorted(self.allowed_hosts))}."), None
-        if self.token and scope["path"] not in OPEN_PATHS:
+        if self.token and scope["path"] not in self.open_paths:
             expected = f"Bearer {self.token}".encode()
-            if not hmac.compare_digest(headers.get(b"authorization", b""), expected):
-                return 401, "This review page needs its token: send 'Authorization: Bearer <token>'.", {
+            if not hmac.compare_digest(headers.get(b"authorization", b""), expected) and not self._cookie_ok(headers):
+                return 401, f"This {self.what} needs its token: send 'Authorization: Bearer <token>'.", {
                     "WWW-Authenticate": "Bearer"}
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return None
@@ -223,6 +226,18 @@ class ReviewGuard:
             if int(declared) > self.max_body_bytes:
                 return 413, f"Request body is larger than {self.max_body_bytes} bytes.", None
         return None
+
+    def _cookie_ok(self, headers: dict[bytes, bytes]) -> bool:
+        if not self.cookie:
+            return False
+        from http.cookies import CookieError, SimpleCookie
+
+        try:
+            jar = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+        except CookieError:
+            return False
+        given = jar[self.cookie].value if self.cookie in jar else ""
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
     async def _buffered(self, scope, receive):
         """Read the whole body (a cap whatever Content-Length said, and a deadline) and replay it."""
@@ -260,7 +275,7 @@ def build_review_app(store_path: Path, *, token: str | None = None, allowed_host
     app = FastAPI(title="seektune review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.review = store
     app.state.token_required = bool(token)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)
     app.add_middleware(ReviewGuard, token=token or None,
                        allowed_hosts=allowed_hosts if allowed_hosts is not None else default_allowed_hosts("127.0.0.1"))
