@@ -94,8 +94,9 @@ class PreviewBody(BaseModel):
 class JobBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=64, description="The run.")
-    stage: Literal["run", "prepare", "train", "eval", "export", "feedback"] = Field(
-        "run", description="run / prepare / train take the recipe; eval, export and feedback act on the run.")
+    stage: Literal["run", "prepare", "train", "tune", "eval", "export", "feedback", "update"] = Field(
+        "run", description="run / prepare / train / tune take the recipe; eval, export, feedback (export the "
+        "feedback `seektune serve` recorded) and update (train on that feedback) act on the run.")
     recipe: str | None = Field(None, max_length=256 * 1024, description="The recipe YAML (run, prepare, train).")
     to: str | None = Field(None, max_length=16, description="export: merged, int8, onnx or gguf; feedback: sft "
                            "or dpo.")
@@ -407,7 +408,7 @@ def submit(body: JobBody, studio: StudioDep) -> dict[str, Any]:
     """Queue a seektune command for a run; the command is in the answer, as a user would type it."""
     catalog = studio.catalog
     try:
-        if body.stage in ("run", "prepare", "train"):
+        if body.stage in ("run", "prepare", "train", "tune"):
             if body.recipe is None:
                 raise StudioError(f"stage {body.stage} needs the recipe")
             raw, _ = catalog.parse_recipe(body.recipe, body.name)
@@ -420,6 +421,11 @@ def submit(body: JobBody, studio: StudioDep) -> dict[str, Any]:
                 if body.to not in EXPORT_TARGETS:
                     raise StudioError(f"export needs to: one of {', '.join(EXPORT_TARGETS)}")
                 argv = ["export", str(run.path), "--to", body.to]
+            elif body.stage == "update":
+                if not run.feedback_db.is_file():
+                    raise StudioError(f"run {body.name!r} has no feedback to learn from yet (`seektune serve` "
+                                      "records it)", 409)
+                argv = ["update", str(run.path), "--feedback", str(run.feedback_db)]
             else:
                 if body.to not in FEEDBACK_TARGETS:
                     raise StudioError(f"feedback export needs to: one of {', '.join(FEEDBACK_TARGETS)}")

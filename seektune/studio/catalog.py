@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from seektune.export.stage import EXPORT_RECORD
 from seektune.recipe import RecipeError, load_recipe, rebase_paths
 from seektune.runs import RunDir
 
@@ -221,11 +222,14 @@ class Catalog:
         summary = self.summary(name, jobs)
         card = _read_json(run.card_json) or {}
         checkpoints = sorted(p.name for p in run.checkpoints.glob("checkpoint-*")) if run.checkpoints.is_dir() else []
-        exports = {kind: run.export(kind).is_dir() for kind in ("merged", "int8", "onnx", "gguf")}
+        exports = {}
+        for kind in ("merged", "int8", "onnx", "gguf"):
+            record = _read_json(run.export(kind) / EXPORT_RECORD) if run.export(kind).is_dir() else None
+            exports[kind] = {"done": run.export(kind).is_dir(), "parity": (record or {}).get("parity")}
         recipe_text = (run.resolved_recipe.read_text(encoding="utf-8") if run.resolved_recipe.is_file() else
                        self.recipe_path(name).read_text(encoding="utf-8") if self.recipe_path(name).is_file() else "")
         return {**summary, "card": {k: card.get(k) for k in ("rows", "splits", "languages", "tokens", "rejects")
-                                    if k in card},
+                                    if k in card}, "has_card": run.card_html.is_file(),
                 "data_summary": _read_json(run.data_summary), "checkpoints": checkpoints, "exports": exports,
                 "progress": read_progress(run.progress), "recipe": recipe_text,
                 "jobs": [j.public() for j in jobs], "feedback": _feedback_counts(run.feedback_db),

@@ -242,6 +242,14 @@
     await validate();
   }
 
+  async function previewPath() {
+    const path = $("data-path").value.trim();
+    if (!path) return;
+    try {
+      renderPreview(await api("api/data/preview", {method: "POST", body: {path, recipe: $("recipe").value}}));
+    } catch (error) { banner(error.message); }
+  }
+
   async function uploadFile() {
     const file = $("upload").files[0];
     if (!file) return;
@@ -309,6 +317,7 @@
       drawLoss();
     }
     renderMetrics(run);
+    renderFacts(run);
     renderJobs(run.jobs);
     $("run-recipe").textContent = run.recipe;
     renderExports(run);
@@ -341,10 +350,20 @@
       table.append(row);
     }
     box.append(table);
+  }
+
+  function renderFacts(run) {
+    const box = $("facts");
+    box.replaceChildren();
     const facts = [];
     if (run.card && run.card.rows !== undefined) facts.push(`data: ${JSON.stringify(run.card.rows)}`);
     if (run.checkpoints.length) facts.push(`checkpoints: ${run.checkpoints.join(", ")}`);
-    $("facts").textContent = facts.join(" · ");
+    box.append(el("span", facts.join(" · ")));
+    if (run.has_card) {
+      box.append(document.createTextNode(" "));
+      box.append(el("a", "data card", {href: `api/runs/${encodeURIComponent(run.name)}/card`, target: "_blank",
+                                       rel: "noopener", "data-testid": "card-link"}));
+    }
   }
 
   function renderJobs(jobs) {
@@ -361,12 +380,18 @@
   function renderExports(run) {
     const exports = $("exports");
     exports.replaceChildren();
-    for (const [kind, done] of Object.entries(run.exports)) {
-      const button = el("button", done ? `${kind} (exported: again)` : `export ${kind}`,
+    for (const [kind, info] of Object.entries(run.exports)) {
+      const line = el("div", null, {class: "export-line"});
+      const button = el("button", info.done ? `export ${kind} again` : `export ${kind}`,
                         {type: "button", "data-testid": "export-" + kind});
       button.disabled = run.status !== "evaluated" && run.status !== "trained";
       button.addEventListener("click", () => startJob({stage: "export", to: kind}));
-      exports.append(button);
+      line.append(button);
+      if (info.done) {
+        line.append(el("span", info.parity ? "parity: " + JSON.stringify(info.parity) : "exported",
+                       {class: "small muted", "data-testid": "parity-" + kind}));
+      }
+      exports.append(line);
     }
     const feedback = $("feedback");
     feedback.replaceChildren();
@@ -380,6 +405,9 @@
         button.addEventListener("click", () => startJob({stage: "feedback", to}));
         feedback.append(button);
       }
+      const update = el("button", "update the model with it (seektune update)", {type: "button"});
+      update.addEventListener("click", () => startJob({stage: "update"}));
+      feedback.append(update);
     }
     const review = $("review");
     review.replaceChildren();
@@ -588,6 +616,7 @@
     $("run-name").addEventListener("input", validateSoon);
     $("example").addEventListener("change", () => loadExample().catch((e) => banner(e.message)));
     $("upload").addEventListener("change", uploadFile);
+    $("preview-path").addEventListener("click", previewPath);
     $("use-upload").addEventListener("click", () => setKey("data.paths", JSON.stringify([$("preview").dataset.path])));
     $("launch").addEventListener("click", launch);
     $("cancel").addEventListener("click", cancelJob);

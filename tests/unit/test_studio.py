@@ -206,3 +206,33 @@ def test_the_guard_checks_host_key_and_content_type(tmp_path):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     docs = client.get("/docs", headers={"Authorization": "Bearer s3cret"}).text
     assert "/api/jobs/{job_id}/events" in docs and "/api/recipes/validate" in docs
+
+
+def test_an_evaluated_run_is_listed_with_its_figures_report_and_comparison(studio):
+    from seektune.recipe import load_recipe
+    from seektune.runs import RunDir
+
+    runs_dir = studio.app.state.studio.catalog.runs_dir
+    run = RunDir(runs_dir / "cs")
+    recipe = load_recipe(None, ["model=smollm2-135m-instruct", f"output_dir={run.path}"])
+    run.save_recipe(recipe)
+    run.metrics.parent.mkdir(parents=True)
+    run.metrics.write_text(json.dumps({"base": {"fact_accuracy": 0.0}, "tuned": {"fact_accuracy": 0.5, "rougeL": 0.4}}))
+    run.report_html.write_text("<h1>Report of cs</h1><script>alert(1)</script>")
+
+    listed = studio.get("/api/runs").json()["runs"]
+    assert [(r["name"], r["status"]) for r in listed] == [("cs", "evaluated")]
+    assert listed[0]["metrics"]["fact_accuracy"] == {"tuned": 0.5, "base": 0.0}
+    detail = studio.get("/api/runs/cs").json()
+    assert detail["has_report"] and not detail["has_card"] and detail["exports"]["onnx"] == {"done": False,
+                                                                                             "parity": None}
+    report = studio.get("/api/runs/cs/report")
+    assert report.status_code == 200 and "sandbox" in report.headers["content-security-policy"]
+    assert "script-src" not in report.headers["content-security-policy"]  # default-src 'none': no script runs
+    assert studio.get("/api/runs/cs/card").status_code == 404
+    assert studio.get("/api/runs/nope").status_code == 404
+    compared = studio.get("/api/compare?runs=cs").json()
+    assert compared["rows"][0][0] == "cs" and compared["best"]["fact_accuracy"] == "cs"
+    chat = studio.post("/api/runs/cs/chat", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 409 and "no trained model" in chat.json()["detail"]
+    assert studio.post("/api/jobs", json={"name": "cs", "stage": "update"}).status_code == 409  # no feedback
