@@ -26,6 +26,7 @@ directory and the ``--data`` paths; a request names a run, never a path outside 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import threading
@@ -59,6 +60,7 @@ PREVIEW_ROWS = 5
 PREVIEW_REJECTS = 50
 EVENT_POLL_S = 0.5
 LOG_CHUNK = 64 * 1024
+LOG_TAIL = 256 * 1024  # what a page opened on a long log receives of it (the log file keeps everything)
 # the run's own pages are self-contained (inline style, data: images); shown in a sandboxed frame, no script
 PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; sandbox; "
             "frame-ancestors 'self'")
@@ -278,8 +280,11 @@ def upload(body: UploadBody, studio: StudioDep) -> dict[str, Any]:
     name = Path(body.filename).name
     if not name or name.startswith(".") or Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
         raise HTTPException(400, f"file {body.filename!r}: upload a {', '.join(sorted(UPLOAD_SUFFIXES))} file")
-    target = studio.catalog.uploads / name
-    target.write_text(body.content, encoding="utf-8")
+    # a folder per content: a file uploaded again with changes never replaces the one an earlier run read
+    data = body.content.encode("utf-8")
+    target = studio.catalog.uploads / hashlib.sha256(data).hexdigest()[:16] / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
     return {"path": str(target), "bytes": target.stat().st_size}
 
 
@@ -492,20 +497,30 @@ async def events(job_id: int, request: Request, studio: StudioDep) -> StreamingR
 
     async def stream() -> AsyncIterator[str]:
         log_offset = progress_offset = 0
+        if log_path.is_file() and log_path.stat().st_size > LOG_TAIL:  # a long log: its last part
+            with log_path.open("rb") as handle:
+                log_offset = handle.seek(log_path.stat().st_size - LOG_TAIL)
+                tail = handle.read(LOG_TAIL)
+            breaks = [i for i in (tail.find(b"\n"), tail.find(b"\r")) if i >= 0]
+            log_offset += min(breaks) + 1 if breaks else 0  # from the first whole line (or bar redraw)
         status = None
         while True:
+            full_chunk = False
             current = studio.store.get(job_id)
             progress_file = studio.catalog.run_dir(current.run, must_exist=False).progress
             if log_path.is_file():
                 with log_path.open("rb") as handle:
                     handle.seek(log_offset)
                     data = handle.read(LOG_CHUNK)
-                cut = data.rfind(b"\n") + 1 if current.status not in TERMINAL else len(data)
+                full_chunk = len(data) == LOG_CHUNK
+                # a running job's last line may be half written; a progress bar redraws with \r and no \n for long
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1 if current.status not in TERMINAL else len(data)
+                cut = cut or (len(data) if full_chunk else 0)
                 if cut:
                     log_offset += cut
                     if lines := _log_lines(data[:cut]):
                         yield _event("log", {"lines": lines})
-            if current.started is not None:  # the file of an earlier training would show stale progress
+            if current.started is not None:  # before the job starts, the file is an earlier training's
                 progress = read_progress(progress_file, progress_offset)
                 if progress["offset"] != progress_offset:
                     progress_offset = progress["offset"]
@@ -513,11 +528,13 @@ async def events(job_id: int, request: Request, studio: StudioDep) -> StreamingR
             if current.public() != status:
                 status = current.public()
                 yield _event("status", status)
-            if current.status in TERMINAL and (not log_path.is_file() or log_offset >= log_path.stat().st_size):
+            behind = log_path.is_file() and log_offset < log_path.stat().st_size
+            if current.status in TERMINAL and not behind:
                 return
             if await request.is_disconnected():
                 return
-            await asyncio.sleep(EVENT_POLL_S)
+            if not full_chunk:  # a full chunk means more log is there already: send it at once
+                await asyncio.sleep(EVENT_POLL_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})

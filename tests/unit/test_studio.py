@@ -236,3 +236,18 @@ def test_an_evaluated_run_is_listed_with_its_figures_report_and_comparison(studi
     chat = studio.post("/api/runs/cs/chat", json={"messages": [{"role": "user", "content": "hi"}]})
     assert chat.status_code == 409 and "no trained model" in chat.json()["detail"]
     assert studio.post("/api/jobs", json={"name": "cs", "stage": "update"}).status_code == 409  # no feedback
+
+
+def test_a_long_log_streams_its_tail_and_a_bar_without_newlines_does_not_stall(studio):
+    from seektune.studio.app import LOG_TAIL
+
+    runner = studio.app.state.studio.runner
+    runner.command = [sys.executable, "-c", "import sys\nsys.stdout.write(('step ' + 'x' * 95 + '\\r') * 6000)\n"
+                      "print('done')"]
+    job = runner.submit("bars", "run", [])
+    until(lambda: runner.store.get(job.id).status == "succeeded", runner)
+    assert runner.log_path(job.id).stat().st_size > 2 * LOG_TAIL
+    events = studio.get(f"/api/jobs/{job.id}/events").text
+    lines = [line for chunk in events.split("\n\n") if chunk.startswith("event: log")
+             for line in json.loads(chunk.split("data: ", 1)[1])["lines"]]
+    assert lines[-1] == "done" and sum(len(line) for line in lines) <= LOG_TAIL
