@@ -266,6 +266,26 @@ def worker(side: str, recipe_path: Path, data_dir: Path, out_dir: Path, steps: i
 # ---------------------------------------------------------------- the comparison
 
 
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_info() -> dict:
+    """The CPU's model name and the vector instruction sets that decide training speed here (AVX2 vs AVX-512):
+    every figure should say which kind of machine it came from."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"model": model, "instruction_sets": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
 def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
@@ -317,6 +337,8 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="seektune-throughput-"))
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} cores; runs in {workdir}")
+    cpu = cpu_info()
+    print(f"cpu: {cpu['model']} ({', '.join(cpu['instruction_sets']) or 'no AVX2'})")
     recipes = prepare_data(workdir)
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak (4096^3 torch.mm): {peak:.1f} GFLOP/s")
@@ -377,6 +399,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "torch_threads": threads,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "cpu": cpu_info(),
     }
     print(json.dumps(summary))
 
