@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,11 @@ class Catalog:
         raw["output_dir"] = str(self.runs_dir / name)
         for data_path in self._data_paths(raw):
             self.readable(data_path)
-        path = self.recipe_path(name, draft=True)
-        path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        # a file of its own per validation: two tabs validating the same run name never read each other's draft
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.recipes_dir, prefix=f"{name}.",
+                                         suffix=".draft.yaml", delete=False) as draft:
+            draft.write(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+        path = Path(draft.name)
         try:
             recipe = load_recipe(path)
         except RecipeError as exc:
@@ -158,8 +162,8 @@ class Catalog:
         paths = data.get("paths") or []
         return [paths] if isinstance(paths, str) else [p for p in paths if isinstance(p, str)]
 
-    def recipe_path(self, name: str, draft: bool = False) -> Path:
-        return self.recipes_dir / f"{self.check_name(name)}{'.draft' if draft else ''}.yaml"
+    def recipe_path(self, name: str) -> Path:
+        return self.recipes_dir / f"{self.check_name(name)}.yaml"
 
     def save_recipe(self, name: str, raw: dict[str, Any]) -> Path:
         path = self.recipe_path(name)

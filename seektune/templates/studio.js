@@ -369,6 +369,12 @@
   function renderJobs(jobs) {
     const body = $("jobs-body");
     body.replaceChildren();
+    $("log").hidden = !jobs.length;
+    if (!jobs.length) {
+      const row = el("tr");
+      row.append(el("td", "None from this studio: the run was made on the command line.", {class: "muted"}));
+      body.append(row);
+    }
     for (const job of jobs) {
       const row = el("tr", null, {"data-testid": "job", "data-status": job.status});
       row.append(el("td", "#" + job.id), el("td", job.stage), el("td", job.status),
