@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.seektune-installed
 
-.PHONY: demo test setup clean check-report synth-demo
+.PHONY: demo test setup clean check-report synth-demo studio studio-screenshots
 
 setup: $(STAMP)
 
@@ -39,6 +39,14 @@ synth-demo: $(STAMP)
 # Open the demo's report.html in headless Chromium: no console errors, loss curve and table shown.
 check-report: $(STAMP)
 	SEEKTUNE_REPORT_RUN=runs/customer-service $(BIN)/python -m pytest -q tests/e2e/test_report_browser.py
+
+# The web app over ./runs, with the examples as its data (README: "The studio").
+studio: $(STAMP)
+	$(BIN)/seektune studio --data examples
+
+# The README's studio screenshots, from the runs of `make demo` (needs Chromium).
+studio-screenshots: $(STAMP)
+	$(BIN)/python docs/studio_screenshots.py
 
 clean:
 	rm -rf $(VENV) runs
