@@ -31,6 +31,8 @@ def studio_command(
     """A local web app: write a recipe (a form from the recipe schema, or YAML), launch and watch runs, read
     reports, chat with a run, compare runs, export. Every job is the `seektune` command the page shows."""
     logging.basicConfig(level=logging.INFO, format="seektune: %(message)s")
+    if runs_dir.exists() and not runs_dir.is_dir():
+        _fail(f"--runs-dir {runs_dir} is a file; name a directory (created if missing)")
     for path in data or []:
         if not path.exists():
             _fail(f"--data {path}: no such file or directory")
