@@ -184,3 +184,36 @@ def drive_first_studio(app, runs_dir, tmp_path, screenshots, problems, tiny_llam
         page.wait_for_selector("[data-testid=run-row][data-name=second]")
         assert run_statuses(page) == {"first": "evaluated", "second": "cancelled"}
         page.screenshot(path=str(screenshots / "studio-runs.png"), full_page=True)
+
+
+def test_studio_with_a_key_asks_for_it_then_lists_runs_and_frames_the_report(tmp_path):
+    """With --api-key: the page asks for the key, then lists runs, and the report frame loads (the key travels
+    as a SameSite=Strict cookie, since a frame cannot send a header)."""
+    _chromium()
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    from seektune.recipe import load_recipe
+    from seektune.runs import RunDir
+    from seektune.studio.app import build_studio_app
+
+    run = RunDir(tmp_path / "runs" / "cs")
+    run.save_recipe(load_recipe(None, ["model=smollm2-135m-instruct", f"output_dir={run.path}"]))
+    run.metrics.parent.mkdir(parents=True)
+    run.metrics.write_text('{"base": {"fact_accuracy": 0.0}, "tuned": {"fact_accuracy": 0.5}}')
+    run.report_html.write_text(f"<!doctype html><h1>Report of cs</h1><p>{HOSTILE}</p>", encoding="utf-8")
+    app = build_studio_app(tmp_path / "runs", token="k3y", start_jobs=False)
+    problems: list[str] = []
+    with serving(app) as base_url, browser_page(problems) as page:
+        page.goto(base_url + "/#runs", wait_until="load")
+        page.wait_for_selector("[data-testid=banner]:has-text('needs its key')")
+        page.fill("[data-testid=token]", "k3y")
+        page.press("[data-testid=token]", "Enter")
+        page.wait_for_selector("[data-testid=run-row][data-name=cs][data-status=evaluated]")
+        page.goto(base_url + "/#run/cs")
+        page.click("[data-testid=tab-report]")
+        frame = page.wait_for_selector("[data-testid=report]:not([hidden])").content_frame()
+        frame.wait_for_selector("h1:has-text('Report of cs')")
+    # the first, keyless request is refused; the markup planted in this fake report can neither run its handler
+    # nor fetch its image (sandboxed frame, CSP): those refusals are the only other messages
+    blocked = [p for p in problems if "sandboxed and the 'allow-scripts' permission is not set" in p
+               or ("/api/runs/cs/x" in p and ("csp" in p or "Content Security Policy" in p))]
+    assert blocked and [p for p in problems if "status of 401" not in p and p not in blocked] == []
