@@ -52,6 +52,8 @@ from pathlib import Path
 
 import torch
 
+from seektune.models.hardware import cpu_info
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "customer-service"
 MODEL = "smollm2-135m-instruct"
@@ -264,26 +266,6 @@ def worker(side: str, recipe_path: Path, data_dir: Path, out_dir: Path, steps: i
 
 
 # ---------------------------------------------------------------- the comparison
-
-
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-
-
-def cpu_info() -> dict:
-    """The CPU's model name and the vector instruction sets that decide training speed here (AVX2 vs AVX-512):
-    every figure should say which kind of machine it came from."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    return {"model": model, "instruction_sets": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count()}
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:

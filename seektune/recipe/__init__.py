@@ -117,6 +117,8 @@ class TrainSpec(_Section):
     val_loss: bool = Field(True, description="Score the val split's loss during training (every eval_steps, or at "
                            "each epoch's end; each pass is announced). false skips it: faster on long rows, but no "
                            "eval_loss curve and no early stopping. The eval stage scores the model either way.")
+    estimate: bool = Field(True, description="After 3 timed steps, print how long training and the evaluation "
+                           "will take on this machine (the evaluation timed on one batch of the eval split).")
     save_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (None: only the final adapter).")
     save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints (the newest stay).")
     early_stopping: EarlyStoppingSpec | None = Field(

@@ -115,6 +115,61 @@ class ProgressFile(TrainerCallback):
                             "time": time.time()})
 
 
+class JobEstimate(TrainerCallback):
+    """After a few timed steps, say how long the job will take on this machine: the rest of training from the
+    steps' pace, and the evaluation from one timed generation batch of the eval split (as many rows and new
+    tokens as the eval stage uses), times its batches and models. The progress bar's ETA settles only after
+    minutes and knows nothing of the evaluation; this line comes within the first few steps.
+
+    The timed batch costs one eval batch of generation (about 1% of the demo); it runs with the RNG state
+    saved and restored, so training goes on exactly as it would have."""
+
+    def __init__(self, tokenizer, conversations: list[list[dict[str, Any]]], batch_size: int, max_new_tokens: int,
+                 systems: int, after_steps: int = 3):
+        self.tokenizer, self.batch_size, self.max_new_tokens = tokenizer, batch_size, max_new_tokens
+        self.conversations, self.systems, self.after_steps = conversations, systems, after_steps
+        self.times: list[float] = []
+
+    def _eval_seconds(self, model) -> float | None:
+        import random
+
+        import torch
+
+        if not self.conversations or model is None:
+            return None
+        sample = random.Random(0).sample(self.conversations, min(self.batch_size, len(self.conversations)))
+        was_training = model.training
+        with torch.random.fork_rng(devices=[]):
+            started = time.perf_counter()
+            generate_answers(model, self.tokenizer, sample, batch_size=self.batch_size,
+                             max_new_tokens=self.max_new_tokens, progress=False)
+            elapsed = time.perf_counter() - started
+        if was_training:
+            model.train()
+        return elapsed * math.ceil(len(self.conversations) / self.batch_size) * self.systems
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero or args.world_size > 1 or len(self.times) > self.after_steps:
+            return
+        self.times.append(time.perf_counter())  # from the end of step 1: the first step warms up
+        if len(self.times) <= self.after_steps or state.max_steps - state.global_step < self.after_steps:
+            return
+        from seektune.models.hardware import machine_summary
+
+        per_step = (self.times[-1] - self.times[0]) / self.after_steps
+        train_s = per_step * (state.max_steps - state.global_step)
+        eval_s = self._eval_seconds(model)
+        total = train_s + (eval_s or 0.0)
+        ends = time.strftime("%H:%M", time.localtime(time.time() + total))
+        parts = [f"{per_step:.1f} s/step, so training takes about {train_s / 60:.1f} min more "
+                 f"({state.max_steps - state.global_step} steps)"]
+        if eval_s is not None:
+            parts.append(f"evaluating {len(self.conversations)} rows with {self.systems} model"
+                         f"{'s' if self.systems > 1 else ''} about {eval_s / 60:.1f} min")
+        print(f"\nseektune: estimate on this machine ({machine_summary()}): {'; '.join(parts)}; "
+              f"done about {ends}", flush=True)
+
+
 class LoggedMetrics:
     """Trainer mixin: figures a loss computes (KL, token accuracy...) averaged into each log entry.
 

@@ -283,6 +283,19 @@ def progress_callback(recipe: Recipe):
     return ProgressFile(run_of(recipe).progress)
 
 
+def estimate_callback(recipe: Recipe, tokenizer):
+    """The callback that prints the job's estimate on this machine: training from a few timed steps, the
+    evaluation from one timed batch of the eval split (base and tuned when eval.compare_base)."""
+    from seektune.train.callbacks import JobEstimate
+
+    split = run_of(recipe).split(recipe.eval.split)
+    rows = [r for r in read_jsonl(split) if "messages" in r] if split.is_file() else []
+    if recipe.eval.max_rows:
+        rows = rows[:recipe.eval.max_rows]
+    return JobEstimate(tokenizer, [r["messages"] for r in rows], recipe.eval.batch_size, recipe.eval.max_new_tokens,
+                       systems=2 if recipe.eval.compare_base else 1)
+
+
 def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None, rendered=None,
                   train_split: str = "train", **trainer_kwargs) -> Built:
     """Model, rendered splits and trainer for a recipe whose data is prepared.
@@ -301,6 +314,8 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
     use_tensorboard_dir(recipe)
     callbacks = [progress_callback(recipe),
                  *stopping_callbacks(recipe, tokenizer, val_records if val_set is not None else [])]
+    if main_process and recipe.task == "sft" and recipe.train.estimate:
+        callbacks.append(estimate_callback(recipe, tokenizer))
     if val_set is not None and recipe.train.val_loss and main_process:
         from seektune.train.callbacks import AnnounceValPass
 
