@@ -22,6 +22,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _own_shared_answers(tmp_path, monkeypatch):
+    """Each test its own shared answer cache (seektune/evaluate/cache.py): base answers never leak between tests."""
+    monkeypatch.setenv("SEEKTUNE_ANSWERS", str(tmp_path / "shared-answers"))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark each test by its folder, so ``-m unit`` / ``-m "not e2e"`` select as ``pytest tests/unit`` does."""
     here = Path(__file__).parent

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from seektune.data.io import read_jsonl, write_jsonl
+from seektune.evaluate.cache import AnswerCache, shared_answers_dir
 from seektune.evaluate.generate import BATCH_TOKENS, generate_answers, token_batches
 from seektune.evaluate.scoring import (
     ab_scores, add_term_errors, confidence_intervals, per_row_scores, score_systems, slices, use_glossary,
@@ -81,9 +82,11 @@ class System:
     answer: Callable[[list[list[dict[str, Any]]], GenOptions, str], list[Answer]]
     perplexity: Callable[[list[dict[str, Any]], int], float | None] = field(default=lambda rows, batch: None)
     reasoning: bool = False  # its template opens <think> for every answer (R1-style): R1 sampling by default
+    shared: bool = False  # an untrained model: its answers hold for every run on it (the shared answer cache)
 
 
-def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nullcontext, max_length=None) -> System:
+def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nullcontext, max_length=None,
+                  shared: bool = False) -> System:
     constraints: dict[tuple[str, ...], Any] = {}
 
     def answer(conversations, options: GenOptions, desc: str) -> list[Answer]:
@@ -104,7 +107,7 @@ def _local_system(model, tokenizer, label: str, key: str, context=contextlib.nul
 
     from seektune.models.registry import opens_think
 
-    return System(label, key, answer, perplexity, reasoning=opens_think(tokenizer))
+    return System(label, key, answer, perplexity, reasoning=opens_think(tokenizer), shared=shared)
 
 
 def _merged_lora(model):
@@ -142,12 +145,17 @@ def run_systems(run_dir: Path, want_base: bool) -> tuple[Recipe, System, System 
                           f"{base_key}+trained:{fingerprint(trained_dir)}", _merged_lora(model), max_length)
     base = None
     if want_base:
+        # the plain base model (no adapter merged in or started from) answers alike in every run on it: its
+        # answers go to the shared cache too, keyed with the weights' dtype and device, which decide them as well
+        shared = not recipe.model.merge and not recipe.model.adapter
+        weights = next(loaded.model.parameters())
+        key = f"{base_key}:{weights.dtype}:{weights.device.type}"
         if hasattr(model, "disable_adapter"):
-            base = _local_system(model, loaded.tokenizer, f"{recipe.model.name} (untuned)", base_key,
-                                 model.disable_adapter, max_length)
+            base = _local_system(model, loaded.tokenizer, f"{recipe.model.name} (untuned)", key,
+                                 model.disable_adapter, max_length, shared=shared)
         else:
-            base = _local_system(loaded.model, loaded.tokenizer, f"{recipe.model.name} (untuned)", base_key,
-                                 max_length=max_length)
+            base = _local_system(loaded.model, loaded.tokenizer, f"{recipe.model.name} (untuned)", key,
+                                 max_length=max_length, shared=shared)
     return recipe, tuned, base
 
 
@@ -261,46 +269,6 @@ def answer_nll(model, tokenizer, rendered: list[dict[str, list[int]]], batch_siz
             for row, total, count in zip(chunk, losses.sum(dim=1).tolist(), counts.tolist()):
                 results[row] = (total, count)
     return results
-
-
-# ---------------------------------------------------------------- answer cache
-
-
-class AnswerCache:
-    """Answers on disk, keyed by (system, generation settings, conversation)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path = path
-        self.enabled = enabled
-        self.entries: dict[str, Answer] = {}
-        if enabled and path.is_file():
-            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                try:
-                    item = json.loads(line)
-                    self.entries[item["key"]] = {"answer": item["answer"], "reasoning": item.get("reasoning")}
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by an interrupted run: that answer is generated again
-
-    @staticmethod
-    def key(system: System, options: GenOptions, messages: list[dict[str, Any]]) -> str:
-        prompt = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
-        payload = json.dumps([system.key, options.identity(), prompt], ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
-
-    def answers(self, system: System, conversations, options: GenOptions, desc: str) -> tuple[list[Answer], int]:
-        """Every conversation's answer, generating only those not cached; returns (answers, reused)."""
-        keys = [self.key(system, options, messages) for messages in conversations]
-        missing = [i for i, k in enumerate(keys) if not self.enabled or k not in self.entries]
-        fresh = system.answer([conversations[i] for i in missing], options, desc) if missing else []
-        new = dict(zip((keys[i] for i in missing), fresh))
-        if self.enabled and new:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                for k, value in new.items():
-                    handle.write(json.dumps({"key": k, **value}, ensure_ascii=False) + "\n")
-            self.entries.update(new)
-        lookup = {**self.entries, **new}
-        return [lookup[k] for k in keys], len(conversations) - len(missing)
 
 
 # ---------------------------------------------------------------- reasoning
@@ -489,7 +457,7 @@ def run(
         log.warning("%s", warning)
     options = GenOptions(spec.batch_size, spec.max_new_tokens, temperature, top_p, recipe.train.seed,
                          batch_tokens=spec.batch_tokens, forbidden=forbidden if spec.enforce_glossary else ())
-    cache = AnswerCache(run.eval_cache, spec.cache)
+    cache = AnswerCache(run.eval_cache, spec.cache, shared_dir=shared_answers_dir())
     conversations = [row["messages"] for row in rows]
     systems = {"tuned": tuned} if baseline is None else {"base": baseline, "tuned": tuned}
     generated: dict[str, list[Answer]] = {}

@@ -236,7 +236,8 @@ def distill_answers(recipe: Recipe, teacher: Teacher) -> dict[str, Any]:
     text) stay as they are. An empty teacher answer drops its row, counted and listed in
     ``<run>/distill/empty_answers.jsonl``.
     """
-    from seektune.evaluate.stage import AnswerCache, GenOptions
+    from seektune.evaluate.cache import AnswerCache
+    from seektune.evaluate.stage import GenOptions
 
     spec, run = recipe.distill, run_of(recipe)
     rows = read_jsonl(run.split("train"))

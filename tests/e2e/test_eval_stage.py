@@ -122,6 +122,20 @@ def test_eval_reports_perplexity_ci_categories_and_reuses_cached_answers(trained
     assert all(len(line) > 0 for line in (run_dir / "eval" / "cache.jsonl").read_text().splitlines())
 
 
+def test_another_run_on_the_same_base_reuses_the_base_answers(trained_run, tmp_path):
+    """The untrained base answers alike in every run on it: a second run's eval takes them from the shared
+    cache (and keeps them in its own), generating only its tuned model's answers."""
+    one = _copy_run(trained_run, tmp_path / "one")
+    first = stage.run(one)
+    other = _copy_run(trained_run, tmp_path / "two")
+    second = stage.run(other)
+    n = first["base"]["n"]
+    assert second["cache"]["reused"] == {"base": n, "tuned": 0}  # tuned is never shared: it is each run's own
+    assert second["base"]["rougeL"] == first["base"]["rougeL"]
+    cached = [(other if i else one) / "eval" / "cache.jsonl" for i in range(2)]
+    assert sorted(cached[0].read_text().splitlines()) == sorted(cached[1].read_text().splitlines())
+
+
 def test_against_an_endpoint_with_a_judge(trained_run, tmp_path, endpoint):
     run_dir = _copy_run(trained_run, tmp_path)
     FakeOpenAI.calls.clear()
