@@ -476,27 +476,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         raw = loaded or {}
         base_dir = path.resolve().parent
     raw = apply_overrides(raw, overrides or [])
+    if path is not None and Path(path).name != RESOLVED_NAME:  # a resolved recipe's paths are absolute already
+        raw = rebase_paths(raw, base_dir)
     recipe = validate_recipe(raw, source)
-    if path is not None and Path(path).name != RESOLVED_NAME:
-        recipe.data.paths = [str((base_dir / p).resolve()) for p in recipe.data.paths]
-        if recipe.rag is not None:
-            recipe.rag.documents = [str((base_dir / p).resolve()) for p in recipe.rag.documents]
-            recipe.rag.index = str((base_dir / recipe.rag.index).resolve())
-        if recipe.data.rag is not None:
-            recipe.data.rag.index = str((base_dir / recipe.data.rag.index).resolve())
-        model_path = base_dir / recipe.model.name
-        if model_path.exists():  # a local directory or .gguf next to the recipe, not a hub id
-            recipe.model.name = str(model_path.resolve())
-        for stage in [s for s in recipe.stages or [] if s.data and s.data.get("paths")]:
-            paths = [stage.data["paths"]] if isinstance(stage.data["paths"], str) else stage.data["paths"]
-            stage.data = {**stage.data, "paths": [str((base_dir / p).resolve()) for p in paths]}
-        if recipe.model.adapter and (base_dir / recipe.model.adapter).exists():
-            recipe.model.adapter = str((base_dir / recipe.model.adapter).resolve())
-        recipe.model.merge = [str((base_dir / p).resolve()) if (base_dir / p).exists() else p
-                              for p in recipe.model.merge]
-        if recipe.distill and not recipe.distill.teacher.startswith(("http://", "https://")):
-            if (base_dir / recipe.distill.teacher).exists():
-                recipe.distill.teacher = str((base_dir / recipe.distill.teacher).resolve())
     if recipe.glossary is not None and path is not None and Path(path).name != RESOLVED_NAME:
         if recipe.eval.glossary is not None:
             raise RecipeError(f"{source}: glossary.file and eval.glossary both name a glossary; keep one")
@@ -506,11 +488,6 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         entries = _read_glossary(base_dir / recipe.eval.glossary, source, "eval.glossary")
         recipe.eval.glossary = [entry.term for entry in entries]
         recipe.eval.forbidden = {**{e.term: list(e.forbidden) for e in entries if e.forbidden}, **recipe.eval.forbidden}
-    if recipe.synth is not None and path is not None and Path(path).name != RESOLVED_NAME:
-        recipe.synth.documents = [str((base_dir / p).resolve()) for p in recipe.synth.documents]
-        recipe.synth.dedup_against = [str((base_dir / p).resolve()) for p in recipe.synth.dedup_against]
-        if not recipe.synth.teacher.startswith(("http://", "https://")) and (base_dir / recipe.synth.teacher).exists():
-            recipe.synth.teacher = str((base_dir / recipe.synth.teacher).resolve())
     if recipe.synth is not None and isinstance(recipe.synth.glossary, str):
         recipe.synth.glossary = [e.term for e in _read_glossary(base_dir / recipe.synth.glossary, source,
                                                                  "synth.glossary")]
@@ -524,12 +501,11 @@ def _is_url(value: str) -> bool:
 
 
 def rebase_paths(raw: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
-    """A raw recipe (the YAML mapping) whose relative file paths are made absolute against ``base_dir``:
-    what `load_recipe` resolves against a recipe file's folder, done on the mapping, so the recipe can be
-    saved elsewhere (``seektune studio`` keeps its recipes in the runs directory) and mean the same files.
-    Keys whose value may also be a name (``model``, ``model.adapter``, ``model.merge``, the teachers) change
-    only when the path exists, as `load_recipe` does; ``output_dir`` is relative to the working directory
-    and stays. A unit test holds this to `load_recipe`."""
+    """A raw recipe (the YAML mapping) whose relative file paths are made absolute against ``base_dir``: how
+    `load_recipe` reads a recipe's paths against its file's folder, and how ``seektune studio`` keeps a recipe
+    it saves elsewhere meaning the same files. Keys whose value may also be a name (``model``,
+    ``model.adapter``, ``model.merge``, the teachers) change only when the path exists; ``output_dir`` is
+    relative to the working directory and stays."""
     base = Path(base_dir).resolve()
     raw = copy.deepcopy(raw)
 
