@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from seektune.data.pages import render
 from seektune.serve.guard import default_allowed_hosts
 from seektune.studio.catalog import Catalog, StudioError, read_progress
-from seektune.studio.jobs import TERMINAL, JobError, JobRunner, JobStore
+from seektune.studio.jobs import TERMINAL, JobError, JobNotFound, JobRunner, JobStore
 from seektune.synth.review_app import ReviewGuard, page_url, validation_error
 
 __all__ = ["build_studio_app", "serve_studio"]
@@ -52,7 +52,8 @@ __all__ = ["build_studio_app", "serve_studio"]
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
-STATIC_FILES = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
+STATIC_FILES = {"page_api.js": "text/javascript; charset=utf-8",  # the JSON helper both local pages share
+                "studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
 MAX_BODY_BYTES = 16 * 1024 * 1024  # an uploaded data file travels as JSON text
 MAX_UPLOAD_CHARS = 12 * 1024 * 1024
 UPLOAD_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".txt", ".md"}
@@ -158,7 +159,7 @@ router = APIRouter()
 
 
 def _refuse(exc: Exception) -> HTTPException:
-    status = exc.status if isinstance(exc, StudioError) else 404 if "no job" in str(exc) else 409
+    status = exc.status if isinstance(exc, StudioError) else 404 if isinstance(exc, JobNotFound) else 409
     return HTTPException(status, str(exc))
 
 
@@ -295,12 +296,14 @@ def _reading_settings(recipe: str | None) -> dict[str, Any]:
 
     from seektune.recipe import DataSpec
 
+    from pydantic import ValidationError
+
     try:
         data = (yaml.safe_load(recipe or "") or {}).get("data") or {}
         settings = {k: data[k] for k in ("format", "columns", "meta_fields", "system_prompt") if k in data}
         DataSpec(paths=[], **settings)
         return settings
-    except Exception:  # any malformed recipe: the validate route reports it
+    except (yaml.YAMLError, AttributeError, TypeError, ValidationError):  # the validate route reports these
         return {}
 
 
@@ -454,7 +457,7 @@ def jobs(studio: StudioDep) -> dict[str, Any]:
 def _job_or_404(studio: Studio, job_id: int):
     try:
         return studio.store.get(job_id)
-    except JobError as exc:
+    except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from None
 
 

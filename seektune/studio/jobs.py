@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "JobError", "JobRunner", "JobStore", "STAGES", "TERMINAL"]
+__all__ = ["Job", "JobError", "JobNotFound", "JobRunner", "JobStore", "STAGES", "TERMINAL"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 
 class JobError(ValueError):
-    """A job that does not exist, or an action its status does not allow."""
+    """An action a job's status does not allow (or, as JobNotFound, a job that does not exist)."""
+
+
+class JobNotFound(JobError):
+    pass
 
 
 @dataclass
@@ -129,7 +133,7 @@ class JobStore:
         with self.lock:
             row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobError(f"no job {job_id}")
+            raise JobNotFound(f"no job {job_id}")
         return self._job(row)
 
     def jobs(self, status: str | None = None, run: str | None = None) -> list[Job]:

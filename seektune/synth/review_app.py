@@ -3,8 +3,8 @@
     seektune review runs/cs-synth                       # <run>/synth/review.sqlite at http://127.0.0.1:8010/
     seektune review runs/cs-synth/synth/review.sqlite --port 8011 --token $TOKEN --open
 
-Routes: ``GET /`` the page (``templates/review.html.j2``) with its two files ``GET /static/review.js``
-and ``/static/review.css``; ``GET /api/pairs?status=&document=&warning=`` (the pairs of a filter
+Routes: ``GET /`` the page (``templates/review.html.j2``) with its files ``GET /static/page_api.js``,
+``/static/review.js`` and ``/static/review.css``; ``GET /api/pairs?status=&document=&warning=`` (the pairs of a filter
 without their chunks, the counts, and the documents and warning codes to filter by);
 ``GET /api/pairs/{id}`` (one pair, chunk and support spans included); ``POST /api/pairs/{id}/decision``
 with ``{status, reviewer, version, question?, answer?, reason?}`` (the updated pair; 409 when
@@ -47,7 +47,8 @@ __all__ = ["ReviewGuard", "build_review_app", "page_url", "resolve_store", "serv
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
-STATIC_FILES = {"review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
+STATIC_FILES = {"page_api.js": "text/javascript; charset=utf-8",  # the JSON helper both local pages share
+                "review.js": "text/javascript; charset=utf-8", "review.css": "text/css; charset=utf-8"}
 OPEN_PATHS = {"/"} | {f"/static/{name}" for name in STATIC_FILES}  # the page loads before the user types the token
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 10.0

@@ -23,27 +23,9 @@
 
   function token() { return $("token").value.trim(); }
 
-  async function api(path, {method = "GET", body} = {}) {
-    const headers = {"Accept": "application/json"};
-    if (token()) headers["Authorization"] = "Bearer " + token();
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {method, headers, cache: "no-store",
-                                        body: body === undefined ? undefined : JSON.stringify(body)});
-    let data = null;
-    try { data = await response.json(); } catch (e) { data = null; }
-    if (!response.ok) {
-      const detail = data && typeof data.detail === "string" ? data.detail : response.statusText;
-      const error = new Error(`${response.status}: ${detail}`);
-      error.status = response.status;
-      error.data = data;
-      if (response.status === 401) {
-        $("token-field").hidden = false;
-        error.message = "This review page needs its token: type it in the Token field above and press Enter.";
-      }
-      throw error;
-    }
-    return data;
-  }
+  const api = window.seektunePageApi($("token"), $("token-field"),
+                                    "This review page needs its token: type it in the Token field above and press "
+                                    + "Enter.");
 
   function pairPath(id) { return "api/pairs/" + encodeURIComponent(id); }
 

@@ -15,26 +15,8 @@
 
   function token() { return $("token").value.trim(); }
 
-  async function api(path, {method = "GET", body} = {}) {
-    const headers = {"Accept": "application/json"};
-    if (token()) headers["Authorization"] = "Bearer " + token();
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {method, headers, cache: "no-store",
-                                        body: body === undefined ? undefined : JSON.stringify(body)});
-    let data = null;
-    try { data = await response.json(); } catch (e) { data = null; }
-    if (!response.ok) {
-      const detail = data && typeof data.detail === "string" ? data.detail : response.statusText;
-      const error = new Error(detail);
-      error.status = response.status;
-      if (response.status === 401) {
-        $("token-field").hidden = false;
-        error.message = "This studio needs its key: type it in the Key field above and press Enter.";
-      }
-      throw error;
-    }
-    return data;
-  }
+  const api = window.seektunePageApi($("token"), $("token-field"),
+                                    "This studio needs its key: type it in the Key field above and press Enter.");
 
   function banner(text, kind = "error") {
     const el = $("banner");
