@@ -71,6 +71,7 @@ class Catalog:
         for directory in (self.uploads, self.recipes_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.data_roots = [Path(p).resolve() for p in data_roots or []]
+        self.parsed: dict[Path, tuple[int, Any]] = {}  # path -> (mtime, parsed content), see _parsed
 
     # ---------------------------------------------------------------- names and paths
 
@@ -182,8 +183,8 @@ class Catalog:
     def summary(self, name: str, jobs: list) -> dict[str, Any]:
         """One run for the list: status, objective, method, key metrics (tuned and base), age."""
         run = RunDir(self.runs_dir / name)
-        recipe = _read_json_yaml(run.resolved_recipe) or _read_json_yaml(self.recipe_path(name)) or {}
-        metrics = _read_json(run.metrics) or {}
+        recipe = self._parsed(run.resolved_recipe, _read_yaml) or self._parsed(self.recipe_path(name), _read_yaml) or {}
+        metrics = self._parsed(run.metrics, _read_json) or {}
         key = {m: {"tuned": (metrics.get("tuned") or {}).get(m), "base": (metrics.get("base") or {}).get(m)}
                for m in KEY_METRICS if isinstance((metrics.get("tuned") or {}).get(m), (int, float))}
         times = [p.stat().st_mtime for p in (run.path, run.metrics, run.train_summary) if p.exists()]
@@ -196,6 +197,18 @@ class Catalog:
                 "job": newest.public() if newest else None,
                 "has_report": run.report_html.is_file(), "has_review": run.review_store.is_file(),
                 "has_feedback": run.feedback_db.is_file()}
+
+    def _parsed(self, path: Path, read) -> Any:
+        """``read(path)``, parsed again only when the file changed: the runs list is polled every 2 s and most
+        runs' recipe and metrics never change."""
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self.parsed.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = self.parsed[path] = (stamp, read(path))
+        return cached[1]
 
     @staticmethod
     def status(run: RunDir, job) -> str:
@@ -240,7 +253,7 @@ class Catalog:
                 "review": _review_counts(run.review_store)}
 
 
-def _read_json_yaml(path: Path) -> dict[str, Any] | None:
+def _read_yaml(path: Path) -> dict[str, Any] | None:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
