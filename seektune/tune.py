@@ -123,8 +123,9 @@ def _search(recipe_path, overrides: list[str], recipe: Recipe, space: dict[str, 
         trial.set_user_attr("dir", str(trial_dir))
         started = time.monotonic()
         try:
+            # no job estimate per trial: a trial never evaluates on the test split, so its timed batch is waste
             trial_recipe = load_recipe(recipe_path, overrides + [override(k, v) for k, v in params.items()]
-                                       + [override("output_dir", str(trial_dir))])
+                                       + [override("output_dir", str(trial_dir)), "train.estimate=false"])
             return train_trial(trial_recipe, trial, spec.metric)
         except optuna.TrialPruned:
             raise
