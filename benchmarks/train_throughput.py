@@ -19,14 +19,16 @@ trains the newline after ``<|im_end|>``, one token per row more than seektune. t
 non-batching defaults that would make the two runs different computations are aligned
 with seektune's: fp32 rather than bf16 autocast, no gradient checkpointing.
 (b) ``seektune.train.pipeline.build_trainer`` — what ``seektune train`` runs — with its defaults
-(padding-free batches, per-row attention, the label-only LM head) except the row order:
+(padding-free batches, per-row attention, shared-prefix batches, the label-only LM head) except the row order:
 ``train.sampling=random`` with the same seed draws trl's order, so both sides see the same
 rows in the same steps and their eval losses can be compared. seektune's default
 length-grouped order is run too (``seektune_grouped``): same speed, another order.
 Then each lever of (b) is switched off on its own, for fewer steps, to measure it.
 
-Each run is a fresh process (for its peak RSS). Tokens/s counts non-padding tokens over
-steps 2..N (step 1 warms up). "Useful FLOPs" per step are the forward pass plus the
+Each run is a fresh process (for its peak RSS). Tokens/s counts the rows' tokens over
+steps 2..N (step 1 warms up): padding is not counted, and a system prompt that a shared-prefix
+batch computes once still counts once per row (the work the plain computation does; "real /
+computed tokens" is then above 1). "Useful FLOPs" per step are the forward pass plus the
 input-gradient backward pass (the frozen base needs no weight gradients; LoRA's own FLOPs
 are left out): 2 x [2 x layer weights x tokens + 2 x layers x sum(L^2) x heads x head_dim
 (causal attention, per row) + 2 x hidden x vocab x labelled tokens]; the fraction of peak
@@ -61,6 +63,7 @@ LEVERS = {  # run name: the one thing switched off in seektune's path
     "no_label_only_head": "the label-only LM head (trl's fused head scores every position)",
     "no_padding_free": "padding-free batches (rows padded to the batch's longest)",
     "no_per_row_attention": "per-row attention (transformers' block-diagonal sdpa mask over the whole batch)",
+    "no_shared_prefix": "shared-prefix batches (every row computes the system prompt itself)",
 }
 SIDES = ["trl", "seektune", "seektune_grouped", *LEVERS]
 EVALUATED = ("trl", "seektune", "seektune_grouped")  # the lever runs only time their steps
@@ -119,7 +122,8 @@ def prepare_data(workdir: Path) -> dict[str, Path]:
 
 
 class BatchLog:
-    """Wraps a collator and records each training batch: real tokens, computed tokens, row lengths, labels."""
+    """Wraps a collator and records each training batch: the rows' tokens, the tokens computed, row lengths,
+    labels. A shared-prefix batch computes fewer tokens than its rows hold; the rows' count is the real one."""
 
     def __init__(self, collator):
         self.collator = collator
@@ -130,10 +134,7 @@ class BatchLog:
         batch = self.collator(examples)
         if self.on:
             ids = batch["input_ids"]
-            if "attention_mask" in batch:
-                lengths = batch["attention_mask"].sum(dim=1).tolist()
-            else:
-                lengths = batch["cu_seq_lens_q"].diff().tolist()
+            lengths = [len(example["input_ids"]) for example in examples]
             self.batches.append({"real": int(sum(lengths)), "computed": ids.numel(), "lengths": lengths,
                                  "labelled": int((batch["labels"][:, 1:] != -100).sum())})
         return batch
@@ -216,6 +217,8 @@ def worker(side: str, recipe_path: Path, data_dir: Path, out_dir: Path, steps: i
         overrides.append("train.sampling=random")  # with the same seed: trl's order
     if side == "no_padding_free":
         overrides.append("train.batching=padded")
+    if side == "no_shared_prefix":
+        overrides.append("train.shared_prefix=false")
     recipe = load_recipe(recipe_path, overrides)
     shutil.copytree(data_dir / "data", out_dir / "data", dirs_exist_ok=True)
     records = {split: read_jsonl(out_dir / "data" / f"{split}.jsonl") for split in ("train", "val")}
@@ -290,7 +293,7 @@ def spawn(side: str, name: str, recipe: Path, workdir: Path, steps: int, batch_s
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     evaluated = f"eval loss {figures['eval_loss']:.4f}  " if figures["eval_loss"] is not None else ""
     print(f"  {name:16} {side:22} {figures['s_per_step']:6.2f} s/step  {figures['tokens_per_s']:7.1f} tok/s  "
-          f"padding eff {figures['padding_efficiency']:.3f}  {evaluated}RSS {figures['peak_rss_mb']:.0f} MB",
+          f"real/computed {figures['padding_efficiency']:.3f}  {evaluated}RSS {figures['peak_rss_mb']:.0f} MB",
           flush=True)
     return figures
 
@@ -337,7 +340,7 @@ def main() -> None:
         trl, ours = sides["trl"], sides["seektune"]
         print(f"{name} ({trl['steps']} steps of {args.batch_size} rows):")
         print(f"  {'':28} {'trl defaults':>14} {'seektune':>14}")
-        for key, label, fmt in [("padding_efficiency", "padding efficiency", "{:.3f}"),
+        for key, label, fmt in [("padding_efficiency", "real / computed tokens", "{:.3f}"),
                                 ("tokens_per_s", "non-padding tokens/s", "{:.1f}"),
                                 ("s_per_step", "s/step", "{:.2f}"),
                                 ("useful_gflops_per_s", "useful GFLOP/s", "{:.1f}"),
@@ -358,7 +361,7 @@ def main() -> None:
     print(f"levers, each switched off alone ({args.lever_steps} steps, customer-service, trl's order):")
     for lever, what in LEVERS.items():
         gain = cs["seektune"]["tokens_per_s"] / cs[lever]["tokens_per_s"]
-        print(f"  without {what}: {cs[lever]['tokens_per_s']:.1f} tok/s, padding efficiency "
+        print(f"  without {what}: {cs[lever]['tokens_per_s']:.1f} tok/s, real / computed tokens "
               f"{cs[lever]['padding_efficiency']:.3f}; seektune is {gain:.2f}x that")
 
     tail = runs["long_tail"]

@@ -134,6 +134,10 @@ class TrainSpec(_Section):
         "so no padding is computed (padded where the model or method cannot keep rows apart: prefix / prompt "
         "tuning); padded: each row padded to the batch's longest. Same loss and gradients either way.",
     )
+    shared_prefix: bool = Field(
+        True, description="In padding-free batches, compute the tokens every row starts with (the chat header "
+        "and system prompt, up to the first trained token) once per batch instead of once per row. Same loss and "
+        "gradients; about a fifth less work on the customer-service rows.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Trackers that receive metrics and the run's config."
     )

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from seektune.train import prefix
+
 PACKED_SDPA = "seektune_packed_sdpa"
 # methods that add virtual tokens (or a KV prefix) to every row: one packed row would get them once
 ROW_PREFIX_METHODS = ("prefix", "prompt")
@@ -68,10 +70,17 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
         and kwargs.get("s_aux") is None and kwargs.get("sinks") is None
     )
     if not plain_causal:
+        if kwargs.get(prefix.PREFIX_KEY):  # its dropped rows' prefixes would be missing from transformers' mask
+            raise RuntimeError(f"a shared-prefix batch reached {type(module).__name__}'s attention, which cannot "
+                               "let rows see the first row's prefix (sliding window, soft-capping, sinks or a "
+                               "cache); set train.shared_prefix=false")
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     bounds = cu_seq_lens_q.tolist()
     gqa = query.shape[1] != key.shape[1]
+    if kwargs.get(prefix.PREFIX_KEY):  # a shared-prefix batch (prefix.py): later rows also see the first's prefix
+        out = prefix.attend_with_prefix(query, key, value, bounds, kwargs[prefix.PREFIX_KEY], dropout, scaling, gqa)
+        return out.transpose(1, 2).contiguous(), None
     rows = [
         F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
                                        dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa)

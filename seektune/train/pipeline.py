@@ -27,7 +27,7 @@ from seektune.data.render import RenderError, render_record
 from seektune.models.load import load_model
 from seektune.recipe import Recipe
 from seektune.runs import RunDir, run_of
-from seektune.train import packing
+from seektune.train import packing, prefix
 from seektune.train.methods import (
     PEFT_METHODS,
     apply_freezing,
@@ -171,6 +171,7 @@ class Built:
     val_records: list[dict[str, Any]] = field(default_factory=list)  # what generation metrics answer
     # the objective's own figures for train.json: a dict, or a function of the trained trainer returning one
     extra: Any = None
+    shared_prefix: bool = False  # padding-free batches whose rows compute a common prefix once (prefix.py)
 
 
 def load_student(recipe: Recipe):
@@ -335,8 +336,14 @@ def build_trainer(recipe: Recipe, main_process: bool = True, trainer_class=None,
         keep_checkpoints=recipe.train.save_total_limit,
         **trainer_kwargs,
     )
+    # rows computing their common system prompt once (prefix.py): only the plain trainer, whose loss
+    # reads nothing but labels (distillation's per-position teacher targets would lose their place)
+    shared = (mode == "padding_free" and trainer_class is None and recipe.train.shared_prefix
+              and loaded.model.config._attn_implementation == packing.PACKED_SDPA)
+    if shared:
+        trainer.data_collator = prefix.SharedPrefixCollator(trainer.data_collator)
     return Built(trainer, tokenizer, train_set, loaded.family.name, mode,
-                 val_records if val_set is not None else [])
+                 val_records if val_set is not None else [], shared_prefix=shared)
 
 
 def memory_plan(recipe: Recipe, model, lengths: list[int], padding_free: bool, main_process: bool = True):
@@ -389,7 +396,7 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True) -> P
         print(f"seektune: {recipe.objective} / {method.name} on {recipe.model.name} [{built.family}] - "
               f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%); "
               f"{len(train_set)} train rows, {sum(train_set['length']):,} tokens; "
-              f"{built.batching.replace('_', '-')} batches")
+              f"{built.batching.replace('_', '-')} batches{' (shared prefix)' if built.shared_prefix else ''}")
     resume = recipe.train.resume
     if resume == "auto":
         newest = newest_complete(run.checkpoints)
@@ -413,6 +420,7 @@ def train_and_save(recipe: Recipe, built: Built, main_process: bool = True) -> P
         "objective": recipe.objective,
         "method": recipe.method.name,
         "batching": built.batching,
+        "shared_prefix": built.shared_prefix,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_rows": len(train_set),

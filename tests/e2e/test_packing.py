@@ -132,10 +132,10 @@ def test_padding_free_batches_give_the_loss_and_gradients_of_padded_ones(built):
     reference = _plain_loss_and_grads(trainer, rows)
     padded = DataCollatorForLanguageModeling(pad_token_id=trainer.processing_class.pad_token_id)
     _assert_same(_loss_and_grads(trainer, [padded(rows)], num_items), reference)
-    packed = trainer.data_collator(rows)
+    packed = trainer.data_collator.collator(rows)  # trl's, without the shared prefix (test_shared_prefix.py)
     assert packed["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))  # not one pad token
     _assert_same(_loss_and_grads(trainer, [packed], num_items), reference)
-    # gradient accumulation: two micro-batches of two rows, normalised by the step's label count
+    # gradient accumulation: two micro-batches of two rows (sharing their prefix), normalised by the step's label count
     halves = [trainer.data_collator(rows[:2]), trainer.data_collator(rows[2:])]
     _assert_same(_loss_and_grads(trainer, halves, num_items), reference)
 
