@@ -53,8 +53,7 @@ class Phases:
         started = time.perf_counter()
         batch = self.collator(examples)
         self.collate_s.append(time.perf_counter() - started)
-        lengths = batch["cu_seq_lens_q"].diff().tolist() if "cu_seq_lens_q" in batch else \
-            batch["attention_mask"].sum(dim=1).tolist()
+        lengths = [len(example["input_ids"]) for example in examples]  # the rows' tokens, a shared prefix too
         self.batches.append({"real": int(sum(lengths)), "lengths": lengths,
                              "labelled": int((batch["labels"][:, 1:] != -100).sum())})
         return batch

@@ -299,8 +299,10 @@ class LabelOnlyHead:
         if self.model.training:
             if "attention_mask" in inputs:
                 tokens = gather(inputs["attention_mask"].sum()).sum().item()
-            else:  # padding-free: one row of position_ids
-                tokens = gather(torch.tensor(inputs["position_ids"].size(1),
-                                             device=inputs["position_ids"].device)).sum().item()
+            else:  # padding-free: one row of position_ids; a shared prefix counts once per row, as in the data
+                count = inputs["position_ids"].size(1)
+                if inputs.get(prefix.PREFIX_KEY):
+                    count += (inputs["cu_seq_lens_q"].numel() - 2) * inputs[prefix.PREFIX_KEY]
+                tokens = gather(torch.tensor(count, device=inputs["position_ids"].device)).sum().item()
             self.tokens_seen += tokens
         self.record_total("num_tokens", self.tokens_seen)

@@ -115,6 +115,7 @@ def _trainer_loss_and_grads(trainer, batch, num_items):
 
 def test_the_sft_trainer_shares_the_system_prompt_with_the_same_loss_and_gradients(built):
     trainer = built.trainer
+    trainer.tokens_seen = 0
     assert built.shared_prefix and isinstance(trainer.data_collator, prefix.SharedPrefixCollator)
     rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in trainer.train_dataset.select(range(4))]
     num_items = sum(sum(1 for label in row["labels"][1:] if label != -100) for row in rows)
@@ -127,6 +128,8 @@ def test_the_sft_trainer_shares_the_system_prompt_with_the_same_loss_and_gradien
     assert abs(loss - want_loss) < 1e-5, (loss, want_loss)
     for name in grads:
         torch.testing.assert_close(grads[name], want_grads[name], atol=1e-5, rtol=0, msg=name)
+    # trl's num_tokens counts the rows' tokens: the shared batch's prefix once per row, as the plain one
+    assert trainer.tokens_seen == 2 * sum(len(row["input_ids"]) for row in rows)
 
 
 def test_a_run_says_whether_it_shared_the_prefix(tmp_path, tiny_llama, faq_file):
