@@ -4,7 +4,7 @@
     seektune train examples/customer-service/recipe.yaml train.shared_prefix=false
 
 Every customer-service row opens with the same chat-template header and system prompt
-(about a fifth of its tokens). In a padding-free batch (``packing.py``) each row computes that
+(20 of its 70 tokens on average). In a padding-free batch (``packing.py``) each row computes that
 prefix again: same tokens, same positions, and a causal model's prefix never looks past
 itself, so every row's copy has the same keys and values in every layer. ``SharedPrefixCollator``
 keeps the prefix in the batch's first row only and drops it from the others; their tokens keep
