@@ -229,6 +229,42 @@ def write_recipe(path: Path, model_dir: Path, data_file: Path, output_dir: Path,
     return path
 
 
+def faq_trainer(tmp: Path, model_dir: Path, **extra):
+    """``pipeline.build_trainer`` over the FAQ fixture (twice over) with random LoRA B weights: LoRA B starts
+    at zero, which would hide every difference in the A gradients. For tests that compare losses and gradients."""
+    import torch
+
+    from seektune.data import prepare
+    from seektune.recipe import load_recipe
+    from seektune.train import pipeline
+
+    data = tmp / "faq.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
+    recipe = load_recipe(write_recipe(tmp / "r.yaml", model_dir, data, tmp / "run", **extra))
+    prepare.run(recipe)
+    built = pipeline.build_trainer(recipe)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in built.trainer.model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return built
+
+
+def trainer_loss_and_grads(trainer, batches, num_items):
+    """What the Trainer does over one optimiser step: each micro-batch's loss over the global label count;
+    returns the summed loss and every trainable parameter's gradient."""
+    model = trainer.model
+    model.train()
+    model.zero_grad()
+    total = 0.0
+    for batch in batches:
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+        loss.backward()
+        total += loss.item()
+    return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def serve_http(handler):
     """Serve ``handler`` (a BaseHTTPRequestHandler class) on a free local port in a daemon thread;
     yields the base URL of an OpenAI-style API (``http://127.0.0.1:PORT/v1``), for fixtures."""

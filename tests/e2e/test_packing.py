@@ -8,11 +8,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from seektune.data import prepare
 from seektune.recipe import load_recipe
 from seektune.train import packing, pipeline
 from seektune.train.run import run as train
-from tests.conftest import FAQ_ROWS, write_recipe
+from tests.conftest import faq_trainer, trainer_loss_and_grads, write_recipe
 
 LENGTHS = [5, 17, 9, 30, 1, 12]  # very different lengths, and a row of a single token
 
@@ -74,35 +73,14 @@ def test_label_only_head_matches_full_logits(monkeypatch):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_llama):
-    tmp = tmp_path_factory.mktemp("packing")
-    data = tmp / "faq.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
-    recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_llama, data, tmp / "run"))
-    prepare.run(recipe)
-    built = pipeline.build_trainer(recipe)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # LoRA B starts at zero, which would hide every difference in the A gradients
-        for name, parameter in built.trainer.model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return built
+    return faq_trainer(tmp_path_factory.mktemp("packing"), tiny_llama)
 
 
 def _rows(trainer, n=4):
     return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in trainer.train_dataset.select(range(n))]
 
 
-def _loss_and_grads(trainer, batches, num_items):
-    """What the Trainer does over one optimiser step: each micro-batch's loss over the global label count."""
-    model = trainer.model
-    model.train()
-    model.zero_grad()
-    total = 0.0
-    for batch in batches:
-        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
-        loss.backward()
-        total += loss.item()
-    return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+_loss_and_grads = trainer_loss_and_grads
 
 
 def _plain_loss_and_grads(trainer, rows):

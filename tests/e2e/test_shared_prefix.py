@@ -7,11 +7,10 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from seektune.data import prepare
 from seektune.recipe import load_recipe
-from seektune.train import packing, pipeline, prefix
+from seektune.train import packing, prefix
 from seektune.train.run import run as train
-from tests.conftest import FAQ_ROWS, write_recipe
+from tests.conftest import faq_trainer, trainer_loss_and_grads, write_recipe
 
 PREFIX = 11
 SUFFIXES = [7, 19, 1, 12]  # rows of different lengths, one with a single token after the prefix
@@ -89,28 +88,8 @@ def test_a_prefix_stops_before_any_trained_token():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_llama):
-    tmp = tmp_path_factory.mktemp("shared-prefix")
-    data = tmp / "faq.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FAQ_ROWS * 2), encoding="utf-8")
-    recipe = load_recipe(write_recipe(tmp / "r.yaml", tiny_llama, data, tmp / "run",
-                                      data__system_prompt="You are the support assistant of a small shop."))
-    prepare.run(recipe)
-    built = pipeline.build_trainer(recipe)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # LoRA B starts at zero, which would hide every difference in the A gradients
-        for name, parameter in built.trainer.model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return built
-
-
-def _trainer_loss_and_grads(trainer, batch, num_items):
-    model = trainer.model
-    model.train()
-    model.zero_grad()
-    loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return faq_trainer(tmp_path_factory.mktemp("shared-prefix"), tiny_llama,
+                       data__system_prompt="You are the support assistant of a small shop.")
 
 
 def test_the_sft_trainer_shares_the_system_prompt_with_the_same_loss_and_gradients(built):
@@ -123,8 +102,8 @@ def test_the_sft_trainer_shares_the_system_prompt_with_the_same_loss_and_gradien
     shared = trainer.data_collator(rows)
     assert shared[prefix.PREFIX_KEY] >= 10  # the ChatML header and the system prompt's words
     assert shared["input_ids"].shape[1] == plain["input_ids"].shape[1] - 3 * shared[prefix.PREFIX_KEY]
-    loss, grads = _trainer_loss_and_grads(trainer, shared, num_items)  # the label-only head's path
-    want_loss, want_grads = _trainer_loss_and_grads(trainer, plain, num_items)
+    loss, grads = trainer_loss_and_grads(trainer, [shared], num_items)  # the label-only head's path
+    want_loss, want_grads = trainer_loss_and_grads(trainer, [plain], num_items)
     assert abs(loss - want_loss) < 1e-5, (loss, want_loss)
     for name in grads:
         torch.testing.assert_close(grads[name], want_grads[name], atol=1e-5, rtol=0, msg=name)
