@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seektune.rag.index import RRF_K, Index, lexical_tokens
+from seektune.rag.index import DENSE_WEIGHT, RRF_K, Index, lexical_tokens
 from seektune.text import CJK_IDEOGRAPHS
 
 CHUNKS_PER_DOCUMENT = 1_000
@@ -302,9 +302,9 @@ class Baseline:
             scores = self.bm25.get_scores(tokens)
             lexical = [i for i in self._top(scores, CANDIDATES) if scores[i] > 0]  # FTS5 returns matches only
         fused: dict[int, float] = {}
-        for ranking in (dense, lexical):
+        for weight, ranking in ((DENSE_WEIGHT, dense), (1.0, lexical)):  # the same fusion as the index's
             for rank, i in enumerate(ranking):
-                fused[int(i)] = fused.get(int(i), 0.0) + 1.0 / (RRF_K + rank + 1)
+                fused[int(i)] = fused.get(int(i), 0.0) + weight / (RRF_K + rank + 1)
         best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
         return [self.ids[i] for i in best]
 

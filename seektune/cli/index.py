@@ -19,9 +19,10 @@ def index_command(
                                              "./index).", show_default=False)] = None,
     remove: Annotated[list[str] | None, typer.Option("--remove", help="Drop a document (by its name in the index, "
                                                      "e.g. handbook.md); repeatable.", show_default=False)] = None,
-    encoder: Annotated[str | None, typer.Option(help="Embedding model of a new index: the embedded MiniLM alias "
-                                                "(default minilm-l6-v2), a sentence-transformers directory or a Hub "
-                                                "id; `hashing` for none (words only, builds in seconds).",
+    encoder: Annotated[str | None, typer.Option(help="Embedding model of a new index: multilingual-e5-small (the "
+                                                "default; English, Chinese and most languages), minilm-l6-v2 (English "
+                                                "only), a sentence-transformers directory or a Hub id; `hashing` for "
+                                                "none (words only, builds in seconds).",
                                                 show_default=False)] = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size of a new index, in the encoder's tokens "
                                                      "(default 200).", show_default=False)] = None,
@@ -31,7 +32,7 @@ def index_command(
                                               show_default=False)] = None,
     k: Annotated[int, typer.Option(help="Chunks shown for --query.")] = 4,
 ) -> None:
-    """Build or update a retrieval index (dense MiniLM + BM25, fused) for `serve --rag` and `eval --rag`.
+    """Build or update a retrieval index (dense multilingual-e5-small + BM25, fused) for `serve --rag` and `eval --rag`.
 
     Adding documents to an existing index re-indexes only files whose content changed. Given a recipe
     (seektune index train_rag.yaml), the index is its rag.index, holding exactly its rag.documents."""

@@ -24,46 +24,46 @@ one document at a time and be copied with ``cp``; SQLite (in the standard librar
 small wheel, no server) do that. sqlite-vec would keep both sides in one file but needs
 ``enable_load_extension``, which many Python builds (Debian's included) leave out.
 
-Queries are answered by both sides (``candidates`` each) and fused by reciprocal rank fusion
-(Cormack et al. 2009: score = sum of 1 / (60 + rank)), so a query whose words do not occur in a
-chunk can still find it by meaning, and a code such as ``RTN`` or ``HELLOLARK`` is found by its
-letters. The embedder defaults to the embedded MiniLM (``minilm-l6-v2``); any sentence-transformers
-model directory or Hub id may be named instead.
+Queries are answered by both sides (``candidates`` each) and fused by weighted reciprocal rank fusion
+(after Cormack et al. 2009; the weights and why are at ``RRF_K``), so a query whose words do not occur in
+a chunk can still find it by meaning, and a code such as ``RTN`` or ``HELLOLARK`` is found by its
+letters. The encoder defaults to multilingual-e5-small (English, Chinese and most other languages in
+one space); the embedded MiniLM, any sentence-transformers directory or Hub id may be named instead
+(see ``seektune.rag.embed``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import re
 import sqlite3
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable
 
 import numpy as np
 
-from seektune.text import CJK_IDEOGRAPHS, language_of
+from seektune.rag.embed import (DEFAULT_ENCODER, ENCODER_LANGUAGES, Embedder, HashingEmbedder, encode_query,
+                                 encoder_name, make_embedder)
+from seektune.rag.lexical import lexical_tokens
+from seektune.text import language_of
+
+__all__ = ["DEFAULT_ENCODER", "DENSE_WEIGHT", "Embedder", "HashingEmbedder", "Hit", "Index", "RRF_K", "RagIndexError",
+           "SettingsDiffer", "lexical_tokens"]
 
 INDEX_VERSION = 1
-DEFAULT_ENCODER = "minilm-l6-v2"
-RRF_K = 60
+# Fusion: score = DENSE_WEIGHT / (RRF_K + dense rank) + 1 / (RRF_K + lexical rank). Chosen on the customer-service
+# FAQ's train split (352 questions against the handbook; the test split was only measured after): with the plain
+# 1/(60 + rank) of Cormack et al. a chunk both sides rank middling beat the one the encoder ranked first, and recall@4
+# was 0.905 en / 0.895 zh; with these 0.942 / 0.930 (dense alone 0.946 / 0.912, lexical alone 0.786 / 0.860).
+RRF_K = 10
+DENSE_WEIGHT = 2.0
 _DB = "index.sqlite"
 _VECTORS = "vectors.usearch"
 _VECTORS_META = "vectors.json"
-_CJK_RUN = re.compile(f"[{CJK_IDEOGRAPHS}]+")
-_LATIN_WORD = re.compile(r"[^\W_]+")
-# Chinese function words left out of the lexical side (they match every passage)
-_ZH_STOP = frozenset("的 了 吗 呢 吧 啊 呀 我 你 您 他 她 它 们 我们 你们 是 有 在 和 与 就 都 也 还 能 会 要 可以 "
-                     "一个 这 那 这个 那个 什么 怎么 怎样 如何 请问 想 一下 了解 是否 如果 多少 几".split())
-# encoders known to embed only some languages: a query in another language is answered by the lexical side alone
-# (MiniLM's English WordPiece turns Chinese into near-random vectors that would only add noise to the fusion)
-ENCODER_LANGUAGES = {"minilm-l6-v2": ["en"]}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -90,75 +90,6 @@ class SettingsDiffer(RagIndexError):
                          "new index in another directory")
 
 
-class Embedder(Protocol):
-    name: str
-    dim: int
-
-    def encode(self, texts: list[str]) -> np.ndarray: ...  # (n, dim) float32, L2-normalised
-
-
-class SentenceEmbedder:
-    """A sentence-transformers encoder: the embedded MiniLM by alias, a model directory, or a Hub id."""
-
-    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
-
-        from seektune.models.load import EMBEDDED_ENCODERS, embedded_encoder_dir
-
-        path = str(embedded_encoder_dir(name)) if name in EMBEDDED_ENCODERS else name
-        self.name = name
-        self.model = SentenceTransformer(path, device="cpu")
-        self.dim = int(self.model.get_embedding_dimension())
-        self.batch_size = batch_size
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=len(texts) > 256)
-        return np.asarray(vectors, dtype=np.float32)
-
-
-class HashingEmbedder:
-    """No model: each lexical token hashed into one of ``dim`` buckets, L2-normalised (the hashing trick).
-    ``--encoder hashing`` builds an index in seconds with no encoder at all (for tests, benchmarks of the
-    index itself, and machines without the MiniLM wheel); it finds shared words, not meanings."""
-
-    def __init__(self, dim: int = 256):
-        self.name = f"hashing-{dim}"
-        self.dim = dim
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for token in lexical_tokens(text):
-                digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
-                out[row, int.from_bytes(digest, "little") % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1.0, norms)
-
-
-_HASHING = re.compile(r"hashing(?:-(\d+))?")
-
-
-def encoder_name(name: str) -> str:
-    """The name an index records for the encoder ``name`` (``hashing`` is ``hashing-256``)."""
-    match = _HASHING.fullmatch(name)
-    return f"hashing-{match.group(1) or 256}" if match else name
-
-
-def make_embedder(name: str) -> Embedder:
-    """``hashing`` / ``hashing-<dim>``: :class:`HashingEmbedder`; anything else a sentence-transformers model."""
-    match = _HASHING.fullmatch(name)
-    if match:
-        return HashingEmbedder(int(match.group(1) or 256))
-    return SentenceEmbedder(name)
-
-
 @dataclass
 class Hit:
     """One retrieved chunk, with where it comes from and why it was chosen."""
@@ -178,30 +109,6 @@ class Hit:
         data = asdict(self)
         data["preview"] = data.pop("text")[:200]
         return data
-
-
-@lru_cache(maxsize=1)
-def _jieba():
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)  # not "Building prefix dict ..." on every first use
-    return jieba
-
-
-def lexical_tokens(text: str) -> list[str]:
-    """Lower-cased words for Latin text; jieba's search-mode words for runs of Chinese ideographs."""
-    jieba = _jieba() if _CJK_RUN.search(text) else None
-    tokens: list[str] = []
-    position = 0
-    for match in _CJK_RUN.finditer(text):
-        tokens += _LATIN_WORD.findall(text[position: match.start()].lower())
-        run = match.group(0)
-        tokens += [word for word in jieba.lcut_for_search(run) if word not in _ZH_STOP]
-        # and character bigrams: a query's 退货 still meets a passage that jieba cut as 退 / 货物
-        tokens += [run[i: i + 2] for i in range(len(run) - 1)]
-        position = match.end()
-    tokens += _LATIN_WORD.findall(text[position:].lower())
-    return tokens
 
 
 def _fts_query(tokens: Iterable[str]) -> str:
@@ -474,9 +381,9 @@ class Index:
         dense = self._dense(query, candidates) if not languages or language_of(query) in languages else []
         lexical = self._lexical(tokens, candidates)
         fused: dict[int, float] = {}
-        for ranking in (dense, lexical):
+        for weight, ranking in ((DENSE_WEIGHT, dense), (1.0, lexical)):
             for rank, (row_id, _) in enumerate(ranking):
-                fused[row_id] = fused.get(row_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+                fused[row_id] = fused.get(row_id, 0.0) + weight / (RRF_K + rank + 1)
         best = sorted(fused, key=lambda row_id: (-fused[row_id], row_id))[:k]
         if not best:
             return []
@@ -491,7 +398,7 @@ class Index:
         vectors = self._vector_index()
         if len(vectors) == 0:
             return []
-        found = vectors.search(self.embedder.encode([query])[0], min(candidates, len(vectors)))
+        found = vectors.search(encode_query(self.embedder, query), min(candidates, len(vectors)))
         return [(int(key), float(1.0 - distance)) for key, distance in zip(found.keys, found.distances)]
 
     def _lexical(self, tokens: list[str], candidates: int) -> list[tuple[int, float]]:

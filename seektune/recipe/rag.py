@@ -24,8 +24,10 @@ class RagSpec(_Section):
                                  "(a document no longer listed is removed from it on the next build). Empty: the "
                                  "index is only read, never built from the recipe.")
     index: str = Field(..., description="The index directory, relative to the recipe file.")
-    encoder: str = Field("minilm-l6-v2", description="Embedding model of a new index: the embedded MiniLM alias, a "
-                         "sentence-transformers directory or Hub id, or `hashing` (words only).")
+    encoder: str | None = Field(None, description="Embedding model of a new index (an existing index keeps its "
+                                "own): `multilingual-e5-small` (the default; English, Chinese and most languages in "
+                                "one space), the embedded MiniLM `minilm-l6-v2` (English only), a "
+                                "sentence-transformers directory or Hub id, or `hashing` (words only).")
     chunk_tokens: int = Field(200, gt=16, description="Chunk size of a new index, in the encoder's tokens.")
     overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of a section.")
     k: int = Field(4, gt=0, le=20, description="Passages per question for data.rag when it gives no k.")

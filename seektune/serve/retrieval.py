@@ -46,7 +46,7 @@ class Retriever:
         """Open the index at ``path`` and load its encoder now, so a bad index fails before serving starts."""
         check_k(k, "--rag-k")
         index = Index.open(path)
-        index.embedder  # noqa: B018 - loads the encoder (MiniLM: ~2 s) at start-up, not on the first question
+        index.embedder  # noqa: B018 - loads the encoder at start-up, not on the first question
         return cls(index, k)
 
     def info(self) -> dict[str, Any]:
